@@ -1,0 +1,37 @@
+# The two commands of the README, and a few conveniences. CMake does the real build.
+BUILD   ?= build
+ARCHIVE ?= ./archive
+JOBS    ?= $(shell nproc)
+
+.PHONY: all deps test-deps build run test bench asan clean
+
+all: build
+
+deps:
+	@tools/install-deps.sh
+
+test-deps:
+	@tools/install-deps.sh --test
+
+build: deps
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	@cmake --build $(BUILD) -j $(JOBS)
+
+run: build
+	$(BUILD)/dicomfs run $(ARCHIVE)
+
+test: test-deps build
+	@cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+	@$(MAKE) --no-print-directory asan
+
+# The same suite under AddressSanitizer and UndefinedBehaviorSanitizer; any report fails it.
+asan: test-deps
+	@cmake -S . -B $(BUILD)-asan -DCMAKE_BUILD_TYPE=Debug -DDICOMFS_SANITIZE=ON >/dev/null
+	@cmake --build $(BUILD)-asan -j $(JOBS)
+	@cd $(BUILD)-asan && ctest --output-on-failure -j $(JOBS) -L sanitize
+
+bench: test-deps build
+	@tools/bench/run.sh $(BUILD)
+
+clean:
+	rm -rf $(BUILD) $(BUILD)-asan

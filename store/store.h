@@ -1,0 +1,237 @@
+/* store.h — the archive: one directory, an SQLite index and immutable object files.
+ *
+ * Every face (web/, fs/, tools/) goes through this API; none touches SQLite, DCMTK or the
+ * object files' names directly. The on-disk format is described in docs/ARCHITECTURE.md.
+ *
+ * Threads: one store_t may be shared by all threads of a process. Several processes may
+ * open the same archive at once (SQLite WAL + an flock on ARCHIVE/lock).
+ *
+ * Durability: an instance is acknowledged when store_commit() (or the callback of
+ * store_commit_async()) reports STORE_OK for it. By then its object file and directory
+ * entry are synced and its index rows and change-feed row are committed in one SQLite
+ * transaction. A crash at any moment leaves the whole instance or nothing.
+ *
+ * Memory: strings and arrays handed out are malloc'd and owned by the caller (free()),
+ * unless a comment says otherwise. Results and items have their own free functions.
+ *
+ * Errors: functions return a store_status; when they take a store_err*, they also put a
+ * human-readable message there (never NULL-terminated garbage, always a C string). */
+#ifndef DICOMFS_STORE_H
+#define DICOMFS_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "status.h"
+
+typedef struct store store_t;
+typedef struct store_upload store_upload;
+typedef struct store_item store_item;
+
+#define STORE_UID_MAX 64 /* DICOM UIDs are at most 64 characters */
+#define STORE_DEFAULT_PARTITION "Microsoft.Default"
+
+/* ---- Opening ---------------------------------------------------------------------- */
+
+enum { STORE_OPEN_CREATE = 1 }; /* create the archive directory and index if missing */
+
+/* Opens (and with STORE_OPEN_CREATE creates) the archive in DIR. When no other process
+ * has the archive open, repairs what a crash left half-done (orphan temp and object
+ * files). Returns NULL and fills err on failure. */
+store_t *store_open(const char *dir, int flags, store_err *err);
+
+/* Waits for pending commits, then closes. NULL is a no-op. */
+void store_close(store_t *store);
+
+const char *store_dir(const store_t *store);
+
+/* ---- Ingest ----------------------------------------------------------------------- */
+
+typedef struct {
+    int api_version;                /* 1 or 2 (0 means 2): which validation rules apply */
+    const char *expected_study_uid; /* non-NULL: the instance must belong to this study */
+    const char *partition;          /* NULL: STORE_DEFAULT_PARTITION */
+} store_ingest_opts;
+
+/* Reference failure and warning codes (FailureReason / WarningReason). */
+enum {
+    STORE_FAIL_PROCESSING = 272,     /* unreadable, not DICOM, or a store error */
+    STORE_FAIL_VALIDATION = 43264,   /* a required attribute is missing or invalid */
+    STORE_FAIL_EXISTS = 45070,       /* same study/series/SOP instance already stored */
+    STORE_FAIL_PENDING = 45071,      /* the same instance is being stored right now */
+    STORE_WARN_ATTRIBUTES = 1,       /* v2: invalid attributes left out of index/metadata */
+    STORE_WARN_NOT_SOP_CLASS = 45063 /* dataset does not match SOP class (implicit VR) */
+};
+
+typedef struct {
+    store_status status;  /* STORE_OK: stored (maybe with warnings); otherwise rejected */
+    int failure_reason;   /* 0 or STORE_FAIL_* */
+    int warning_reason;   /* 0 or STORE_WARN_* (45063 wins over 1 when both apply) */
+    bool dicomdir;        /* rejected because it is a DICOMDIR (faces skip it quietly) */
+    bool multiple_values; /* an indexed attribute had several values; the first was used */
+    char message[512];    /* why it failed, or a summary of the warnings */
+    char sop_class_uid[STORE_UID_MAX + 1]; /* filled whenever the file was parsable */
+    char sop_instance_uid[STORE_UID_MAX + 1];
+    char study_uid[STORE_UID_MAX + 1];
+    char series_uid[STORE_UID_MAX + 1];
+    char *failed_attributes; /* NULL, or ErrorComment texts separated by '\n' */
+    int64_t watermark;       /* the stored version's number, when stored */
+} store_ingest_result;
+
+void store_ingest_result_clear(store_ingest_result *result);
+
+/* An upload is an instance being received: bytes go to a private temp file in the
+ * archive, never into the index, until store_upload_finish() parses and checks them.
+ * One upload belongs to one thread at a time. */
+store_upload *store_upload_begin(store_t *store, store_err *err);
+store_status store_upload_write(store_upload *up, const void *buf, size_t len);
+store_status store_upload_pwrite(store_upload *up, const void *buf, size_t len, uint64_t offset);
+store_status store_upload_truncate(store_upload *up, uint64_t size);
+uint64_t store_upload_size(const store_upload *up);
+/* Reads back what was written (for faces that must show a file while it is written). */
+long store_upload_pread(store_upload *up, void *buf, size_t len, uint64_t offset);
+void store_upload_abort(store_upload *up); /* deletes the temp file */
+
+/* Parses, validates and precomputes everything the index needs, in the caller's thread.
+ * Consumes the upload. Never returns NULL (out of memory aborts). The item's result is
+ * already final if parsing or validation failed; otherwise commit it. */
+store_item *store_upload_finish(store_upload *up, const store_ingest_opts *opts);
+
+const store_ingest_result *store_item_result(const store_item *item);
+void store_item_free(store_item *item);
+
+/* Commits items as one group: their fsyncs and their SQLite transaction are shared with
+ * every other item committed at the same moment, from any thread. Blocks until each
+ * item's result is final. Items that already failed are left as they are. */
+void store_commit(store_t *store, store_item **items, size_t n);
+
+/* The same without waiting: DONE runs on the store's commit thread once the item's
+ * result is final; it must not call back into store_commit(). Items queued at once are
+ * committed together, so a caller that streams many files gets large groups. */
+typedef void (*store_done_fn)(store_item *item, void *ctx);
+void store_commit_async(store_t *store, store_item *item, store_done_fn done, void *ctx);
+
+/* Conveniences: upload all of FD (from its current offset) or of PATH, finish, commit.
+ * The result must be cleared with store_ingest_result_clear(). */
+store_status store_ingest_fd(store_t *store, int fd, const store_ingest_opts *opts,
+                             store_ingest_result *result);
+store_status store_ingest_path(store_t *store, const char *path, const store_ingest_opts *opts,
+                               store_ingest_result *result);
+
+/* ---- Query (QIDO-RS semantics) ----------------------------------------------------- */
+
+typedef enum { STORE_LEVEL_STUDY = 0, STORE_LEVEL_SERIES = 1, STORE_LEVEL_INSTANCE = 2 } store_level;
+
+typedef struct {
+    const char *key;   /* as in a QIDO query string, already percent-decoded */
+    const char *value;
+} store_param;
+
+typedef struct {
+    store_level level;        /* the level of the returned entries */
+    const char *study_uid;    /* scope from the URL: /studies/{study}/... or NULL */
+    const char *series_uid;   /* scope: /studies/{study}/series/{series}/instances */
+    const char *partition;    /* NULL: STORE_DEFAULT_PARTITION */
+    int api_version;          /* 1 or 2 (0 means 2): default attributes differ */
+    const store_param *params;
+    size_t n_params;
+} store_query;
+
+typedef struct {
+    char *json;      /* a DICOM JSON array, "[]" when nothing matched */
+    size_t count;    /* entries in json */
+} store_find_result;
+
+/* STORE_EINVAL with a message for every query the reference answers with 400. */
+store_status store_find(store_t *store, const store_query *query, store_find_result *result,
+                        store_err *err);
+void store_find_result_clear(store_find_result *result);
+
+/* ---- Retrieve ---------------------------------------------------------------------- */
+
+typedef struct {
+    int64_t watermark;
+    char study_uid[STORE_UID_MAX + 1];
+    char series_uid[STORE_UID_MAX + 1];
+    char sop_instance_uid[STORE_UID_MAX + 1];
+    char sop_class_uid[STORE_UID_MAX + 1];
+    char transfer_syntax[STORE_UID_MAX + 1];
+    char object[64];          /* object file, relative to the archive directory */
+    uint64_t size;            /* bytes of the object file */
+    uint32_t frames;          /* NumberOfFrames (1 for single-frame images, 0 without pixels) */
+    int64_t created_us;       /* when it was stored, microseconds since the epoch (UTC) */
+} store_instance;
+
+/* The instances of a study, a series (SERIES non-NULL) or one instance (SOP non-NULL),
+ * ordered by series then InstanceNumber. STORE_ENOTFOUND when there are none. */
+store_status store_instances(store_t *store, const char *partition, const char *study,
+                             const char *series, const char *sop, store_instance **out,
+                             size_t *n, store_err *err);
+
+/* Opens the instance's object file read-only; -1 with errno on failure. */
+int store_open_object(store_t *store, const store_instance *inst);
+
+/* The metadata of a study, series or instance: a JSON array with one DICOM JSON object
+ * per instance, the same bytes every time, and the reference's ETag for it. */
+store_status store_metadata(store_t *store, const char *partition, const char *study,
+                            const char *series, const char *sop, char **json, size_t *len,
+                            char etag[64], store_err *err);
+
+/* Where frame FRAME (1-based) of an instance lies in its object file: one range for
+ * native pixel data, one per fragment for encapsulated data. STORE_ENOTFOUND when the
+ * frame does not exist; STORE_EUNSUPPORTED when the offsets are unknown (deflated or
+ * fragments without an offset table), in which case the frame must be decoded. */
+typedef struct {
+    uint64_t offset;
+    uint64_t length;
+} store_range;
+store_status store_frame_ranges(store_t *store, const store_instance *inst, uint32_t frame,
+                                store_range **ranges, size_t *n, store_err *err);
+
+/* ---- Delete ------------------------------------------------------------------------ */
+
+/* Deletes a study, series or instance: index rows at once (one transaction, with a
+ * change-feed "delete" row per instance), object files right after the commit.
+ * DELETED (may be NULL) gets the number of instances removed. */
+store_status store_delete(store_t *store, const char *partition, const char *study,
+                          const char *series, const char *sop, size_t *deleted, store_err *err);
+
+/* ---- Change feed ------------------------------------------------------------------- */
+
+typedef struct {
+    int api_version;        /* 1: offset/limit are a sequence window; 2: time window + row offset */
+    int64_t offset;         /* v1: entries with offset < sequence <= offset+limit; v2: rows to skip */
+    int limit;              /* v1: 1..100 (default 10), v2: 1..200 (default 100) */
+    int64_t start_us;       /* v2: inclusive, microseconds since the epoch; INT64_MIN for none */
+    int64_t end_us;         /* v2: exclusive; INT64_MAX for none */
+    bool include_metadata;  /* add the current version's DICOM JSON to live entries */
+} store_changefeed_query;
+
+/* A JSON array of change-feed entries as the reference writes them (camelCase). */
+store_status store_changefeed(store_t *store, const store_changefeed_query *query, char **json,
+                              store_err *err);
+/* The newest entry as a JSON object; STORE_ENOTFOUND when the feed is empty. */
+store_status store_changefeed_latest(store_t *store, int api_version, bool include_metadata,
+                                     char **json, store_err *err);
+/* The highest sequence number so far (0 when none). */
+int64_t store_changefeed_head(store_t *store);
+
+/* ---- Consistency ------------------------------------------------------------------- */
+
+typedef struct {
+    size_t instances;      /* index rows checked */
+    size_t objects;        /* object files found */
+    size_t missing;        /* index rows whose object is missing or has the wrong size */
+    size_t orphans;        /* object files no index row refers to */
+    size_t bad_index;      /* study/series rows, counters or feed rows that disagree */
+    size_t repaired;       /* problems fixed (with repair) */
+} store_fsck_report;
+
+/* Checks index against objects and the index against itself; LOG (may be NULL) gets one
+ * line per problem. With REPAIR, deletes orphans and stale temp files. STORE_OK when
+ * consistent (after repair), STORE_ECORRUPT otherwise. */
+store_status store_fsck(store_t *store, bool repair, void (*log)(const char *line, void *ctx),
+                        void *ctx, store_fsck_report *report, store_err *err);
+
+#endif

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs the Debian packages dicomfs needs to build, run and test. Idempotent:
+# it asks apt only for what is missing, so a second run costs a dpkg query.
+set -euo pipefail
+
+build=(build-essential cmake pkg-config
+       libdcmtk-dev dcmtk libsqlite3-dev libfuse3-dev fuse3
+       libcurl4-openssl-dev libjansson-dev libmicrohttpd-dev libjwt-dev)
+test=(python3-pydicom sqlite3 rsync curl)
+
+want=("${build[@]}")
+[ "${1:-}" = "--test" ] && want+=("${test[@]}")
+
+missing=()
+for p in "${want[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+sudo=""
+[ "$(id -u)" -ne 0 ] && sudo="sudo"
+echo "installing: ${missing[*]}"
+$sudo apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
