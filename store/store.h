@@ -89,6 +89,8 @@ store_status store_upload_write(store_upload *up, const void *buf, size_t len);
 store_status store_upload_pwrite(store_upload *up, const void *buf, size_t len, uint64_t offset);
 store_status store_upload_truncate(store_upload *up, uint64_t size);
 uint64_t store_upload_size(const store_upload *up);
+/* Appends everything readable from FD (from its current offset). */
+store_status store_upload_copy_fd(store_upload *up, int fd);
 /* Reads back what was written (for faces that must show a file while it is written). */
 long store_upload_pread(store_upload *up, void *buf, size_t len, uint64_t offset);
 void store_upload_abort(store_upload *up); /* deletes the temp file */
@@ -106,9 +108,10 @@ void store_item_free(store_item *item);
  * item's result is final. Items that already failed are left as they are. */
 void store_commit(store_t *store, store_item **items, size_t n);
 
-/* The same without waiting: DONE runs on the store's commit thread once the item's
- * result is final; it must not call back into store_commit(). Items queued at once are
- * committed together, so a caller that streams many files gets large groups. */
+/* The same without waiting: DONE runs once the item's result is final, on the store's
+ * commit thread (or at once in the caller's thread for an item that already failed);
+ * it must not call store_commit(). Items queued at once are committed together, in
+ * the order queued, so a caller that streams many files gets large groups. */
 typedef void (*store_done_fn)(store_item *item, void *ctx);
 void store_commit_async(store_t *store, store_item *item, store_done_fn done, void *ctx);
 

@@ -1,0 +1,299 @@
+/* archive.c — opening an archive directory: layout, locking, connections, crash repair.
+ *
+ * Layout: index.db (SQLite, WAL), objects/xx/<32 hex>.dcm (immutable), tmp/ (uploads in
+ * progress, *.part, and pending lists, *.pending), lock.
+ *
+ * Repair rule: before the commit thread renames objects into objects/, it writes the
+ * list of their names to tmp/<id>.pending (synced with the objects' data); delete writes
+ * one before its transaction. A listed object that no index row refers to was never
+ * acknowledged (or was deleted), so repair removes it. Repair runs only when no other
+ * process has the archive open (exclusive flock), because another process's pending
+ * list may describe a commit in progress. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+void store_path(const store_t *s, const char *rel, char out[PATH_MAX])
+{
+    snprintf(out, PATH_MAX, "%s/%s", s->dir, rel);
+}
+
+const char *store_dir(const store_t *s) { return s->dir; }
+
+int64_t store_now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+void store_format_time(int64_t us, char out[40])
+{
+    time_t sec = (time_t)(us / 1000000);
+    struct tm tm;
+    gmtime_r(&sec, &tm);
+    char date[32];
+    strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(out, 40, "%s.%06d+00:00", date, (int)(us % 1000000));
+}
+
+void store_random_hex(char *out, size_t nbytes)
+{
+    unsigned char b[32];
+    if (nbytes > sizeof b) nbytes = sizeof b;
+    if (getrandom(b, nbytes, 0) != (ssize_t)nbytes) {
+        /* getrandom cannot fail for small sizes after boot; keep names unique anyway. */
+        static _Atomic unsigned long counter;
+        unsigned long c = ++counter;
+        for (size_t i = 0; i < nbytes; i++) b[i] = (unsigned char)((c >> (i % 8 * 8)) ^ (unsigned)getpid() ^ (unsigned)time(NULL));
+    }
+    for (size_t i = 0; i < nbytes; i++) sprintf(out + 2 * i, "%02x", b[i]);
+}
+
+int64_t partition_key(db_t *db, const char *name, bool create)
+{
+    sqlite3_stmt *st = db_stmt(db, ST_PARTITION_GET);
+    if (!st) return 0;
+    sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+    if (sqlite3_step(st) == SQLITE_ROW) return sqlite3_column_int64(st, 0);
+    if (!create) return 0;
+    st = db_stmt(db, ST_PARTITION_ADD);
+    if (!st) return 0;
+    sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, store_now_us());
+    if (sqlite3_step(st) != SQLITE_DONE) return 0;
+    return sqlite3_last_insert_rowid(db->h);
+}
+
+/* ---- Connections ------------------------------------------------------------------ */
+
+db_t *db_get(store_t *s, store_err *err)
+{
+    pthread_mutex_lock(&s->pool_lock);
+    db_t *db = s->n_idle > 0 ? s->idle[--s->n_idle] : NULL;
+    pthread_mutex_unlock(&s->pool_lock);
+    if (db) return db;
+    char path[PATH_MAX];
+    store_path(s, "index.db", path);
+    return db_open(path, false, err);
+}
+
+void db_put(store_t *s, db_t *db)
+{
+    if (!db) return;
+    sqlite3_stmt *st = NULL;
+    while ((st = sqlite3_next_stmt(db->h, st)) != NULL) sqlite3_reset(st); /* end read transactions */
+    pthread_mutex_lock(&s->pool_lock);
+    if (s->n_idle < POOL_MAX) {
+        s->idle[s->n_idle++] = db;
+        db = NULL;
+    }
+    pthread_mutex_unlock(&s->pool_lock);
+    db_close(db);
+}
+
+/* ---- Layout and repair ------------------------------------------------------------ */
+
+static int make_layout(const char *dir, bool create, store_err *err)
+{
+    struct stat st;
+    if (stat(dir, &st) != 0) {
+        if (!create || errno != ENOENT)
+            return store_seterr(err, STORE_ENOTFOUND, "%s: %s", dir, strerror(errno));
+        if (mkdir(dir, 0755) != 0 && errno != EEXIST)
+            return store_seterr(err, STORE_EIO, "cannot create %s: %s", dir, strerror(errno));
+    } else if (!S_ISDIR(st.st_mode)) {
+        return store_seterr(err, STORE_EINVAL, "%s is not a directory", dir);
+    }
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/index.db", dir);
+    if (!create && access(path, F_OK) != 0)
+        return store_seterr(err, STORE_ENOTFOUND, "%s is not a dicomfs archive (no index.db)", dir);
+    snprintf(path, sizeof path, "%s/objects/ff", dir);
+    if (access(path, F_OK) == 0) return STORE_OK;
+    const char *subdirs[] = {"objects", "tmp"};
+    for (int i = 0; i < 2; i++) {
+        snprintf(path, sizeof path, "%s/%s", dir, subdirs[i]);
+        if (mkdir(path, 0755) != 0 && errno != EEXIST)
+            return store_seterr(err, STORE_EIO, "cannot create %s: %s", path, strerror(errno));
+    }
+    for (int i = 0; i < 256; i++) {
+        snprintf(path, sizeof path, "%s/objects/%02x", dir, i);
+        if (mkdir(path, 0755) != 0 && errno != EEXIST)
+            return store_seterr(err, STORE_EIO, "cannot create %s: %s", path, strerror(errno));
+    }
+    return STORE_OK;
+}
+
+static bool object_is_indexed(db_t *db, const char *name)
+{
+    sqlite3_stmt *st = NULL;
+    sqlite3_prepare_v2(db->h, "SELECT 1 FROM instance WHERE object=?1", -1, &st, NULL);
+    sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+    bool found = sqlite3_step(st) == SQLITE_ROW;
+    sqlite3_finalize(st);
+    return found;
+}
+
+/* Applies the repair rule to one pending list; returns objects removed. */
+static size_t repair_pending(store_t *s, const char *list)
+{
+    FILE *f = fopen(list, "r");
+    if (!f) return 0;
+    size_t removed = 0;
+    char line[256];
+    while (fgets(line, sizeof line, f)) {
+        line[strcspn(line, "\n")] = 0;
+        if (strncmp(line, "objects/", 8) != 0 || strstr(line, "..")) continue;
+        if (object_is_indexed(s->writer, line)) continue;
+        char path[PATH_MAX];
+        store_path(s, line, path);
+        if (unlink(path) == 0) removed++;
+    }
+    fclose(f);
+    return removed;
+}
+
+size_t store_repair(store_t *s)
+{
+    char tmp[PATH_MAX];
+    store_path(s, "tmp", tmp);
+    DIR *d = opendir(tmp);
+    if (!d) return 0;
+    size_t repaired = 0;
+    struct dirent *e;
+    pthread_mutex_lock(&s->write_lock);
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.') continue;
+        char path[PATH_MAX];
+        snprintf(path, sizeof path, "%s/%s", tmp, e->d_name);
+        size_t len = strlen(e->d_name);
+        if (len > 8 && strcmp(e->d_name + len - 8, ".pending") == 0) repaired += repair_pending(s, path);
+        if (unlink(path) == 0) repaired++;
+    }
+    pthread_mutex_unlock(&s->write_lock);
+    closedir(d);
+    syncfs(s->dirfd);
+    return repaired;
+}
+
+static void load_index_tags(store_t *s)
+{
+    size_t n;
+    const tag_def *core = tags_core_list(&n);
+    s->index_tags = calloc(n, sizeof *s->index_tags);
+    if (!s->index_tags) abort();
+    for (size_t i = 0; i < n; i++) {
+        if (core[i].tag == TAG_ModalitiesInStudy) continue; /* computed from the series */
+        index_tag *t = &s->index_tags[s->n_index_tags++];
+        t->tag = core[i].tag;
+        snprintf(t->vr, sizeof t->vr, "%s", core[i].vr);
+        t->level = core[i].level;
+    }
+}
+
+store_t *store_open(const char *dir, int flags, store_err *err)
+{
+    char msg[256];
+    if (dcm_global_init(msg, sizeof msg) != 0) {
+        store_seterr(err, STORE_EIO, "%s", msg);
+        return NULL;
+    }
+    bool create = flags & STORE_OPEN_CREATE;
+    if (make_layout(dir, create, err) != STORE_OK) return NULL;
+
+    store_t *s = calloc(1, sizeof *s);
+    if (!s) abort();
+    s->dir = realpath(dir, NULL);
+    s->dirfd = -1;
+    s->lockfd = -1;
+    pthread_mutex_init(&s->pool_lock, NULL);
+    pthread_mutex_init(&s->write_lock, NULL);
+    pthread_mutex_init(&s->q_lock, NULL);
+    pthread_cond_init(&s->q_cond, NULL);
+    pthread_cond_init(&s->q_space, NULL);
+    if (!s->dir) {
+        store_seterr(err, STORE_EIO, "%s: %s", dir, strerror(errno));
+        goto fail;
+    }
+    s->dirfd = open(s->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    char path[PATH_MAX];
+    store_path(s, "lock", path);
+    s->lockfd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (s->dirfd < 0 || s->lockfd < 0) {
+        store_seterr(err, STORE_EIO, "cannot open %s: %s", path, strerror(errno));
+        goto fail;
+    }
+    bool alone = flock(s->lockfd, LOCK_EX | LOCK_NB) == 0;
+    if (!alone && flock(s->lockfd, LOCK_SH) != 0) {
+        store_seterr(err, STORE_EIO, "cannot lock %s: %s", path, strerror(errno));
+        goto fail;
+    }
+    store_path(s, "index.db", path);
+    s->writer = db_open(path, create, err);
+    if (!s->writer || schema_create(s->writer, err) != SQLITE_OK) goto fail;
+    load_index_tags(s);
+    if (alone) {
+        store_repair(s);
+        flock(s->lockfd, LOCK_SH);
+    }
+    return s;
+fail:
+    store_close(s);
+    return NULL;
+}
+
+void store_close(store_t *s)
+{
+    if (!s) return;
+    commit_stop(s);
+    for (int i = 0; i < s->n_idle; i++) db_close(s->idle[i]);
+    if (s->writer) {
+        /* Fold the WAL back when we are the last user, so the archive is one file. */
+        sqlite3_wal_checkpoint_v2(s->writer->h, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+        db_close(s->writer);
+    }
+    if (s->lockfd >= 0) close(s->lockfd);
+    if (s->dirfd >= 0) close(s->dirfd);
+    pthread_mutex_destroy(&s->pool_lock);
+    pthread_mutex_destroy(&s->write_lock);
+    pthread_mutex_destroy(&s->q_lock);
+    pthread_cond_destroy(&s->q_cond);
+    pthread_cond_destroy(&s->q_space);
+    free(s->index_tags);
+    free(s->dir);
+    free(s);
+}
+
+int pending_write(store_t *s, const char *const *names, size_t n, bool sync, char out[PATH_MAX])
+{
+    char id[33];
+    store_random_hex(id, 16);
+    snprintf(out, PATH_MAX, "%s/tmp/%s.pending", s->dir, id);
+    int fd = open(out, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd < 0) return -1;
+    FILE *f = fdopen(dup(fd), "w");
+    if (!f) {
+        close(fd);
+        unlink(out);
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++) fprintf(f, "%s\n", names[i]);
+    bool ok = fclose(f) == 0 && (!sync || fsync(fd) == 0);
+    if (!ok) {
+        close(fd);
+        unlink(out);
+        return -1;
+    }
+    return fd;
+}

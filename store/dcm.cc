@@ -1,0 +1,556 @@
+/* dcm.cc — the DCMTK adapter (see dcm.h). The only C++ and the only DCMTK user.
+ *
+ * Facts this file relies on are in docs/ARCHITECTURE.md ("DCMTK"): values over 4 KB load
+ * lazily by reopening the file by name, so everything here finishes before the store
+ * renames the file; non-DICOM input parses as implicit-VR garbage, so we check for a
+ * plausible start ourselves; the JSON writer needs charset conversion first and writes
+ * NaN as a bare token, so non-finite floats are treated as invalid values. */
+#include "dcm.h"
+
+#include <dcmtk/config/osconfig.h>
+#include <dcmtk/dcmdata/dctk.h>
+#include <dcmtk/dcmdata/dcjson.h>
+#include <dcmtk/dcmdata/dcistrmf.h>
+#include <dcmtk/dcmdata/dcpxitem.h>
+#include <dcmtk/dcmdata/dcrledrg.h>
+#include <dcmtk/dcmdata/dcrleerg.h>
+#include <dcmtk/dcmjpeg/djdecode.h>
+#include <dcmtk/dcmjpeg/djencode.h>
+#include <dcmtk/dcmjpls/djdecode.h>
+#include <dcmtk/dcmjpls/djencode.h>
+#include <dcmtk/dcmimage/diregist.h>
+#include <dcmtk/oflog/oflog.h>
+
+#include <iconv.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sstream>
+#include <string>
+#include <vector>
+
+static pthread_once_t init_once = PTHREAD_ONCE_INIT;
+static bool init_ok;
+
+static void global_init(void)
+{
+    OFLog::configure(OFLogger::FATAL_LOG_LEVEL);
+    /* Elements written as UN but known to the dictionary are read with their real VR,
+     * as fo-dicom does; otherwise such files lose their UIDs. */
+    dcmEnableUnknownVRConversion.set(OFTrue);
+    /* First use loads the external dictionary; without it, implicit-VR files would
+     * parse into garbage silently. */
+    init_ok = dcmDataDict.isDictionaryLoaded();
+    DJDecoderRegistration::registerCodecs();
+    DJEncoderRegistration::registerCodecs();
+    DJLSDecoderRegistration::registerCodecs();
+    DJLSEncoderRegistration::registerCodecs();
+    DcmRLEDecoderRegistration::registerCodecs();
+    DcmRLEEncoderRegistration::registerCodecs();
+}
+
+extern "C" int dcm_global_init(char *err, size_t errlen)
+{
+    pthread_once(&init_once, global_init);
+    if (!init_ok) {
+        snprintf(err, errlen, "the DICOM data dictionary could not be loaded (DCMDICTPATH?)");
+        return -1;
+    }
+    return 0;
+}
+
+static char *dup_string(const std::string &s)
+{
+    char *p = (char *)malloc(s.size() + 1);
+    if (!p) abort();
+    memcpy(p, s.c_str(), s.size() + 1);
+    return p;
+}
+
+static void read_attr(DcmDataset *ds, const DcmTagKey &key, dcm_attr *out)
+{
+    DcmElement *el = NULL;
+    out->present = ds->findAndGetElement(key, el).good() && el != NULL;
+    out->value[0] = 0;
+    out->truncated = false;
+    if (!out->present) return;
+    OFString v;
+    if (el->getOFStringArray(v).bad()) return;
+    size_t n = v.length();
+    while (n > 0 && (v[n - 1] == ' ' || v[n - 1] == '\0')) n--;
+    size_t lead = 0;
+    while (lead < n && v[lead] == ' ') lead++;
+    size_t len = n - lead;
+    if (len >= sizeof out->value) {
+        len = sizeof out->value - 1;
+        out->truncated = true;
+    }
+    memcpy(out->value, v.c_str() + lead, len);
+    out->value[len] = 0;
+}
+
+/* ---- Recognising DICOM -------------------------------------------------------------- */
+
+/* A Part-10 file has "DICM" at 128. Without it DCMTK still parses bare datasets, and
+ * also parses any text as implicit-VR garbage; accept a bare dataset only when it
+ * starts with a group a real one starts with. */
+static bool looks_like_dicom(const char *path, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        snprintf(err, errlen, "cannot open: %s", strerror(errno));
+        return false;
+    }
+    unsigned char b[132];
+    size_t n = fread(b, 1, sizeof b, f);
+    fclose(f);
+    if (n == 0) {
+        snprintf(err, errlen, "not a DICOM file: the file is empty");
+        return false;
+    }
+    if (n == 132 && memcmp(b + 128, "DICM", 4) == 0) return true;
+    if (n >= 8) {
+        unsigned le = b[0] | b[1] << 8, be = b[0] << 8 | b[1];
+        if (le == 0x0002 || le == 0x0008 || be == 0x0008 || le == 0x0000) return true;
+    }
+    snprintf(err, errlen, "not a DICOM file: no DICM prefix at offset 128 and no dataset at the start");
+    return false;
+}
+
+/* ---- Character sets ----------------------------------------------------------------- */
+
+static bool valid_utf8(const char *s, size_t n)
+{
+    const unsigned char *p = (const unsigned char *)s, *e = p + n;
+    while (p < e) {
+        if (*p < 0x80) { p++; continue; }
+        int len = (*p & 0xE0) == 0xC0 ? 2 : (*p & 0xF0) == 0xE0 ? 3 : (*p & 0xF8) == 0xF0 ? 4 : 0;
+        if (!len || p + len > e || (len == 2 && *p < 0xC2)) return false;
+        for (int i = 1; i < len; i++)
+            if ((p[i] & 0xC0) != 0x80) return false;
+        p += len;
+    }
+    return true;
+}
+
+static std::string via_iconv(const char *from, const std::string &in, bool *ok)
+{
+    *ok = false;
+    iconv_t cd = iconv_open("UTF-8", from);
+    if (cd == (iconv_t)-1) return in;
+    std::string out(in.size() * 4 + 16, '\0');
+    char *ip = (char *)in.data(), *op = &out[0];
+    size_t il = in.size(), ol = out.size();
+    size_t r = iconv(cd, &ip, &il, &op, &ol);
+    if (r != (size_t)-1) r = iconv(cd, NULL, NULL, &op, &ol);
+    iconv_close(cd);
+    if (r == (size_t)-1) return in;
+    out.resize(out.size() - ol);
+    *ok = true;
+    return out;
+}
+
+/* Replaces bytes that are not UTF-8 with U+FFFD so the JSON stays valid. */
+static std::string scrub_utf8(const std::string &in)
+{
+    std::string out;
+    const unsigned char *p = (const unsigned char *)in.data(), *e = p + in.size();
+    while (p < e) {
+        if (valid_utf8((const char *)p, 1)) { out += (char)*p++; continue; }
+        int len = (*p & 0xE0) == 0xC0 ? 2 : (*p & 0xF0) == 0xE0 ? 3 : (*p & 0xF8) == 0xF0 ? 4 : 1;
+        if (len > 1 && p + len <= e && valid_utf8((const char *)p, len)) {
+            out.append((const char *)p, len);
+            p += len;
+        } else {
+            out += "\xEF\xBF\xBD";
+            p++;
+        }
+    }
+    return out;
+}
+
+static bool is_text_vr(DcmEVR vr)
+{
+    switch (vr) {
+    case EVR_PN: case EVR_LO: case EVR_SH: case EVR_ST: case EVR_LT: case EVR_UT: case EVR_UC:
+        return true;
+    default:
+        return false;
+    }
+}
+
+/* DCMTK converts most character sets; it cannot do ISO 2022 IR 87/159 (Japanese) and
+ * refuses bytes that do not fit the declared set. Then convert value by value with
+ * glibc's iconv from the best guess, and scrub what still is not UTF-8. */
+static void convert_to_utf8(DcmDataset *ds)
+{
+    if (ds->convertToUTF8().good()) return;
+    OFString cs;
+    ds->findAndGetOFStringArray(DCM_SpecificCharacterSet, cs);
+    const char *guess[3] = {"ISO-8859-1", NULL, NULL};
+    if (cs.find("IR 87") != OFString_npos || cs.find("IR 13") != OFString_npos ||
+        cs.find("IR 159") != OFString_npos) {
+        guess[0] = "ISO-2022-JP-3";
+        guess[1] = "ISO-2022-JP-2";
+        guess[2] = "ISO-8859-1";
+    } else if (cs.find("192") != OFString_npos) {
+        guess[0] = NULL; /* already meant to be UTF-8: only scrub */
+    }
+    DcmStack stack;
+    while (ds->nextObject(stack, OFTrue).good()) {
+        DcmElement *el = dynamic_cast<DcmElement *>(stack.top());
+        if (!el || !is_text_vr(el->ident())) continue;
+        char *raw = NULL;
+        Uint32 len = el->getLength();
+        if (len == 0 || el->getString(raw).bad() || !raw) continue;
+        std::string in(raw, strnlen(raw, len));
+        if (valid_utf8(in.data(), in.size()) && in.find('\x1b') == std::string::npos) continue;
+        bool ok = false;
+        std::string out = in;
+        for (int i = 0; i < 3 && guess[i] && !ok; i++) out = via_iconv(guess[i], in, &ok);
+        if (!ok) out = scrub_utf8(in);
+        el->putString(out.c_str(), (Uint32)out.size());
+    }
+    ds->putAndInsertString(DCM_SpecificCharacterSet, "ISO_IR 192");
+}
+
+/* ---- Validation and bulk data ------------------------------------------------------- */
+
+static bool is_bulk_vr(DcmEVR vr)
+{
+    switch (vr) {
+    case EVR_OB: case EVR_OW: case EVR_OF: case EVR_OD: case EVR_OL: case EVR_OV:
+    case EVR_UN: case EVR_ox: case EVR_px: case EVR_pixelSQ: case EVR_pixelItem:
+        return true;
+    default:
+        return false;
+    }
+}
+
+static bool is_required(const DcmTagKey &k)
+{
+    return k == DCM_SOPClassUID || k == DCM_SOPInstanceUID || k == DCM_StudyInstanceUID ||
+           k == DCM_SeriesInstanceUID || k == DCM_PatientID;
+}
+
+/* Returns an empty string when the element is valid, else why not. */
+static std::string check_element(DcmElement *el)
+{
+    DcmEVR vr = el->ident();
+    if (vr == EVR_FL || vr == EVR_FD || vr == EVR_OF || vr == EVR_OD) {
+        unsigned long vm = el->getVM();
+        for (unsigned long i = 0; i < vm; i++) {
+            Float64 d = 0;
+            if (vr == EVR_FL) {
+                Float32 f = 0;
+                if (el->getFloat32(f, i).good()) d = f;
+            } else {
+                el->getFloat64(d, i);
+            }
+            if (!isfinite(d)) return "value is not a finite number";
+        }
+        return "";
+    }
+    OFCondition c = el->checkValue("1-n", OFFalse);
+    if (c.good()) return "";
+    return c.text();
+}
+
+static std::string tag_text(const DcmTagKey &k)
+{
+    char b[16];
+    snprintf(b, sizeof b, "(%04X,%04X)", k.getGroup(), k.getElement());
+    return b;
+}
+
+struct removal {
+    DcmItem *parent;
+    DcmObject *obj;
+};
+
+/* Walks every element (sequences included), collects the invalid ones and the bulk data,
+ * then removes them from the in-memory dataset (never from the file). */
+static void prune(DcmDataset *ds, bool validate, dcm_parsed *out)
+{
+    std::vector<removal> drop;
+    std::string comments, tags;
+    DcmStack stack;
+    while (ds->nextObject(stack, OFTrue).good()) {
+        DcmObject *obj = stack.top();
+        DcmElement *el = dynamic_cast<DcmElement *>(obj);
+        if (!el) continue;
+        const DcmTagKey key = el->getTag();
+        DcmObject *parent = stack.card() > 1 ? stack.elem(1) : NULL;
+        if (!parent || (parent->ident() != EVR_item && parent->ident() != EVR_dataset)) continue;
+        bool top = parent->ident() == EVR_dataset;
+        if (is_bulk_vr(el->ident()) || key == DCM_PixelData) {
+            drop.push_back({(DcmItem *)parent, obj});
+            continue;
+        }
+        if (!validate || el->ident() == EVR_SQ || (top && is_required(key))) continue;
+        std::string why = check_element(el);
+        if (why.empty()) continue;
+        OFString value;
+        el->getOFStringArray(value);
+        if (value.length() > 64) value = value.substr(0, 64) + "...";
+        if (!comments.empty()) comments += '\n';
+        comments += "DICOM100: " + tag_text(key) + " - Content \"" + value.c_str() +
+                    "\" does not validate VR " + DcmVR(el->ident()).getVRName() + ": " + why;
+        if (top) {
+            char b[16];
+            snprintf(b, sizeof b, "%04X%04X", key.getGroup(), key.getElement());
+            if (!tags.empty()) tags += '\n';
+            tags += b;
+        }
+        out->invalid_count++;
+        drop.push_back({(DcmItem *)parent, obj});
+    }
+    /* Remove children before parents cannot happen here: only leaf elements are
+     * collected, and a leaf's parent is an item that stays. */
+    for (auto &r : drop) delete r.parent->remove(r.obj);
+    if (!comments.empty()) out->invalid = dup_string(comments);
+    if (!tags.empty()) out->invalid_tags = dup_string(tags);
+}
+
+/* ---- Frames ------------------------------------------------------------------------- */
+
+/* The file offset of a deferred value, or -1 when the value was read in full. */
+static long long deferred_offset(DcmElement *el)
+{
+    const DcmInputStreamFactory *f = el->getInputStream();
+    if (!f || f->ident() != DFT_DcmInputFileStreamFactory) return -1;
+    return (long long)((const DcmInputFileStreamFactory *)f)->getOffset();
+}
+
+/* Parses the file up to PixelData and returns the offset just past its header: the
+ * value for native data, the first item header for encapsulated data. */
+static long long pixel_value_offset_by_parse(const char *path)
+{
+    DcmInputFileStream in(path);
+    if (in.status().bad()) return -1;
+    DcmFileFormat ff;
+    ff.transferInit();
+    OFCondition c = ff.readUntilTag(in, EXS_Unknown, EGL_noChange, 4096, DCM_PixelData);
+    ff.transferEnd();
+    if (c.bad() && c != EC_StreamNotifyClient) return -1;
+    return (long long)in.tell();
+}
+
+static bool read_at(FILE *f, long long off, void *buf, size_t n)
+{
+    return fseeko(f, off, SEEK_SET) == 0 && fread(buf, 1, n, f) == n;
+}
+
+static uint32_t le32(const unsigned char *b) { return b[0] | b[1] << 8 | b[2] << 16 | (uint32_t)b[3] << 24; }
+
+static void frames_native(const char *path, DcmDataset *ds, DcmElement *px, uint32_t count,
+                          bool big_endian, dcm_frames *fr)
+{
+    Uint16 rows = 0, cols = 0, spp = 1, bits = 0;
+    ds->findAndGetUint16(DCM_Rows, rows);
+    ds->findAndGetUint16(DCM_Columns, cols);
+    ds->findAndGetUint16(DCM_SamplesPerPixel, spp);
+    ds->findAndGetUint16(DCM_BitsAllocated, bits);
+    uint64_t bits_per_frame = (uint64_t)rows * cols * spp * bits;
+    if (bits_per_frame == 0 || bits_per_frame % 8 != 0) return; /* 1-bit frames are not byte aligned */
+    uint64_t size = bits_per_frame / 8;
+    if (size * count > px->getLength()) return;
+    long long off = deferred_offset(px);
+    if (off < 0) off = pixel_value_offset_by_parse(path);
+    if (off < 4) return;
+    /* Check the four bytes before the value: they must be its length. */
+    FILE *f = fopen(path, "rb");
+    if (!f) return;
+    unsigned char b[4];
+    bool ok = read_at(f, off - 4, b, 4);
+    fclose(f);
+    uint32_t len = big_endian ? (uint32_t)b[0] << 24 | b[1] << 16 | b[2] << 8 | b[3] : le32(b);
+    if (!ok || len != px->getLength()) return;
+    fr->kind = 1;
+    fr->count = count;
+    fr->offset = (uint64_t)off;
+    fr->frame_size = size;
+}
+
+static void frames_encapsulated(const char *path, uint32_t count, dcm_frames *fr)
+{
+    long long pos = pixel_value_offset_by_parse(path);
+    FILE *f = pos > 0 ? fopen(path, "rb") : NULL;
+    if (!f) return;
+    fseeko(f, 0, SEEK_END);
+    long long fsize = ftello(f);
+    std::vector<uint64_t> items; /* value offset, length */
+    std::vector<long long> headers;
+    unsigned char b[8];
+    while (read_at(f, pos, b, 8)) {
+        uint32_t tag = (uint32_t)(b[0] | b[1] << 8) << 16 | (b[2] | b[3] << 8);
+        uint32_t len = le32(b + 4);
+        if (tag == 0xFFFEE0DD) break;
+        if (tag != 0xFFFEE000 || len == 0xFFFFFFFF || pos + 8 + (long long)len > fsize) {
+            items.clear();
+            break;
+        }
+        headers.push_back(pos);
+        items.push_back((uint64_t)pos + 8);
+        items.push_back(len);
+        pos += 8 + (long long)len;
+    }
+    std::vector<unsigned char> bot;
+    if (items.size() >= 2 && items[1] > 0) {
+        bot.resize(items[1]);
+        if (!read_at(f, (long long)items[0], bot.data(), bot.size())) items.clear();
+    }
+    fclose(f);
+    if (items.size() < 4) return; /* need the offset table item and one fragment */
+    uint32_t nfrag = (uint32_t)(items.size() / 2 - 1);
+    std::vector<uint32_t> first(count + 1, 0);
+    if (!bot.empty()) {
+        if (bot.size() < 4ull * count) return;
+        long long base = headers[1];
+        uint32_t k = 0;
+        for (uint32_t i = 0; i < count; i++) {
+            long long start = base + le32(&bot[4 * i]);
+            while (k < nfrag && headers[k + 1] < start) k++;
+            if (k >= nfrag || headers[k + 1] != start) return;
+            first[i] = k;
+        }
+        first[count] = nfrag;
+    } else if (nfrag == count) {
+        for (uint32_t i = 0; i <= count; i++) first[i] = i;
+    } else if (count == 1) {
+        first[1] = nfrag;
+    } else {
+        return; /* several frames, several fragments each, no table: decode to find them */
+    }
+    fr->kind = 2;
+    fr->count = count;
+    fr->n_fragments = nfrag;
+    fr->fragments = (uint64_t *)malloc(sizeof(uint64_t) * 2 * nfrag);
+    fr->first = (uint32_t *)malloc(sizeof(uint32_t) * (count + 1));
+    if (!fr->fragments || !fr->first) abort();
+    memcpy(fr->fragments, items.data() + 2, sizeof(uint64_t) * 2 * nfrag);
+    memcpy(fr->first, first.data(), sizeof(uint32_t) * (count + 1));
+}
+
+static void find_frames(const char *path, DcmDataset *ds, E_TransferSyntax xfer, dcm_frames *fr)
+{
+    DcmElement *px = NULL;
+    if (ds->findAndGetElement(DCM_PixelData, px).bad() || !px) return;
+    Sint32 n = 1;
+    OFString nf;
+    if (ds->findAndGetOFString(DCM_NumberOfFrames, nf).good() && !nf.empty()) n = atoi(nf.c_str());
+    if (n < 1) n = 1;
+    fr->count = (uint32_t)n;
+    DcmXfer x(xfer);
+    if (x.getStreamCompression() != ESC_none || xfer == EXS_Unknown) return;
+    if (x.isEncapsulated())
+        frames_encapsulated(path, (uint32_t)n, fr);
+    else
+        frames_native(path, ds, px, (uint32_t)n, x.isBigEndian(), fr);
+}
+
+/* ---- Parse -------------------------------------------------------------------------- */
+
+extern "C" int dcm_parse(const char *path, bool validate, dcm_parsed *out, char *err, size_t errlen)
+{
+    memset(out, 0, sizeof *out);
+    if (!looks_like_dicom(path, err, errlen)) return -1;
+    DcmFileFormat ff;
+    OFCondition c = ff.loadFile(path, EXS_Unknown, EGL_noChange, 4096, ERM_autoDetect);
+    if (c.bad()) {
+        snprintf(err, errlen, "not a readable DICOM file: %s", c.text());
+        return -1;
+    }
+    DcmDataset *ds = ff.getDataset();
+    DcmMetaInfo *meta = ff.getMetaInfo();
+    if (ds->card() == 0) {
+        snprintf(err, errlen, "not a DICOM file: no data elements");
+        return -1;
+    }
+    E_TransferSyntax xfer = ds->getOriginalXfer();
+    OFString ts;
+    if (meta && meta->findAndGetOFString(DCM_TransferSyntaxUID, ts).good() && !ts.empty())
+        snprintf(out->transfer_syntax, sizeof out->transfer_syntax, "%s", ts.c_str());
+    else
+        snprintf(out->transfer_syntax, sizeof out->transfer_syntax, "%s", DcmXfer(xfer).getXferID());
+    out->implicit_vr = xfer == EXS_LittleEndianImplicit;
+
+    OFString sc;
+    if ((meta && meta->findAndGetOFString(DCM_MediaStorageSOPClassUID, sc).good() &&
+         sc == UID_MediaStorageDirectoryStorage) ||
+        ds->tagExists(DCM_DirectoryRecordSequence)) {
+        out->dicomdir = true;
+        return 0;
+    }
+    read_attr(ds, DCM_SOPClassUID, &out->sop_class_uid);
+    read_attr(ds, DCM_SOPInstanceUID, &out->sop_instance_uid);
+    read_attr(ds, DCM_StudyInstanceUID, &out->study_uid);
+    read_attr(ds, DCM_SeriesInstanceUID, &out->series_uid);
+    read_attr(ds, DCM_PatientID, &out->patient_id);
+
+    try {
+        find_frames(path, ds, xfer, &out->frames);
+        convert_to_utf8(ds);
+        prune(ds, validate, out);
+        DcmJsonFormatCompact fmt(OFFalse);
+        std::ostringstream json;
+        c = ds->writeJsonExt(json, fmt, OFTrue, OFTrue);
+        if (c.bad()) {
+            snprintf(err, errlen, "cannot encode the metadata as DICOM JSON: %s", c.text());
+            dcm_parsed_free(out);
+            return -1;
+        }
+        out->metadata_json = dup_string(json.str());
+    } catch (const std::exception &e) {
+        snprintf(err, errlen, "cannot process the dataset: %s", e.what());
+        dcm_parsed_free(out);
+        return -1;
+    }
+    return 0;
+}
+
+extern "C" void dcm_parsed_free(dcm_parsed *p)
+{
+    free(p->metadata_json);
+    free(p->invalid);
+    free(p->invalid_tags);
+    free(p->frames.fragments);
+    free(p->frames.first);
+    p->metadata_json = p->invalid = p->invalid_tags = NULL;
+    p->frames.fragments = NULL;
+    p->frames.first = NULL;
+}
+
+/* ---- Dictionary --------------------------------------------------------------------- */
+
+extern "C" int dcm_tag_by_keyword(const char *keyword, uint32_t *tag, char vr[3])
+{
+    const DcmDataDictionary &dict = dcmDataDict.rdlock();
+    const DcmDictEntry *e = dict.findEntry(keyword);
+    int rc = -1;
+    if (e && e->getGroup() != 0xFFFF) {
+        *tag = (uint32_t)e->getGroup() << 16 | e->getElement();
+        snprintf(vr, 3, "%s", e->getVR().getVRName());
+        rc = 0;
+    }
+    dcmDataDict.rdunlock();
+    return rc;
+}
+
+extern "C" int dcm_tag_info(uint32_t tag, char *keyword, size_t len, char vr[3])
+{
+    DcmTagKey key((Uint16)(tag >> 16), (Uint16)(tag & 0xFFFF));
+    const DcmDataDictionary &dict = dcmDataDict.rdlock();
+    const DcmDictEntry *e = dict.findEntry(key, NULL);
+    int rc = -1;
+    if (e) {
+        if (keyword) snprintf(keyword, len, "%s", e->getTagName());
+        if (vr) snprintf(vr, 3, "%s", e->getVR().getVRName());
+        rc = 0;
+    }
+    dcmDataDict.rdunlock();
+    return rc;
+}

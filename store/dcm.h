@@ -1,0 +1,70 @@
+/* dcm.h — the DCMTK adapter: the only door to DCMTK (C++) from the C code.
+ *
+ * dcm_parse() reads a file once and hands back everything the store precomputes at
+ * ingest: the required UIDs, the transfer syntax, the DICOM JSON metadata (UTF-8, bulk
+ * data and invalid attributes left out, as the reference's metadata), the v2 validation
+ * comments, and where each frame's bytes lie in the file.
+ *
+ * Threads: dcm_global_init() once before any thread uses the adapter; after that every
+ * function is safe to call from any thread (each call works on its own dataset). */
+#ifndef DICOMFS_DCM_H
+#define DICOMFS_DCM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Loads the data dictionary, registers codecs, quiets DCMTK's logging. 0 on success,
+ * -1 with a message (for example when the dictionary is missing). Idempotent. */
+int dcm_global_init(char *err, size_t errlen);
+
+/* One required attribute as found in the file: present at all, and its raw value with
+ * trailing spaces and NULs trimmed (backslashes kept, so a multi-valued UID is visible). */
+typedef struct {
+    bool present;
+    char value[256];
+    bool truncated; /* longer than value[] could hold */
+} dcm_attr;
+
+/* Frame layout. kind 0: unknown (decode to get frames); 1: native, frame i at
+ * offset + i*frame_size; 2: encapsulated, frame i is fragments[first[i] .. first[i+1]). */
+typedef struct {
+    int kind;
+    uint32_t count;      /* number of frames */
+    uint64_t offset;     /* native */
+    uint64_t frame_size; /* native */
+    uint32_t n_fragments;
+    uint64_t *fragments; /* encapsulated: 2*n_fragments values: offset, length */
+    uint32_t *first;     /* encapsulated: count+1 indexes into fragments */
+} dcm_frames;
+
+typedef struct {
+    char transfer_syntax[65];
+    bool implicit_vr;
+    bool dicomdir;
+    dcm_attr sop_class_uid, sop_instance_uid, study_uid, series_uid, patient_id;
+    char *metadata_json;     /* one DICOM JSON object; malloc'd */
+    char *invalid;           /* NULL or ErrorComment lines separated by '\n'; malloc'd */
+    uint32_t invalid_count;
+    char *invalid_tags;      /* NULL or "GGGGEEEE" top-level tags removed, '\n'-separated */
+    dcm_frames frames;
+} dcm_parsed;
+
+/* Parses the file at PATH. 0 on success; -1 when it is not a readable DICOM file, with
+ * the reason in ERR. VALIDATE: walk every element and drop (and report) those whose
+ * value does not match its VR. The required attributes above are never dropped. */
+int dcm_parse(const char *path, bool validate, dcm_parsed *out, char *err, size_t errlen);
+void dcm_parsed_free(dcm_parsed *p);
+
+/* Dictionary: keyword ("PatientName") to tag and VR; tag to keyword. 0 or -1. */
+int dcm_tag_by_keyword(const char *keyword, uint32_t *tag, char vr[3]);
+int dcm_tag_info(uint32_t tag, char *keyword, size_t len, char vr[3]);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

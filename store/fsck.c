@@ -1,0 +1,168 @@
+/* fsck.c — proves the archive consistent: SQLite's own check, every index row against
+ * its object file, every object file against the index, and the derived columns
+ * (counters, representatives, metadata rows) against the rows they summarise. */
+#include <dirent.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+typedef struct {
+    void (*log)(const char *line, void *ctx);
+    void *ctx;
+} logger;
+
+static void say(const logger *l, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void say(const logger *l, const char *fmt, ...)
+{
+    if (!l->log) return;
+    char line[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    l->log(line, l->ctx);
+}
+
+/* Runs a query whose rows are problems; logs each with PREFIX and returns the count. */
+static size_t problems(db_t *db, const logger *l, const char *sql, const char *prefix)
+{
+    sqlite3_stmt *st = NULL;
+    size_t n = 0;
+    if (sqlite3_prepare_v2(db->h, sql, -1, &st, NULL) != SQLITE_OK) {
+        say(l, "index: cannot check (%s): %s", prefix, sqlite3_errmsg(db->h));
+        return 1;
+    }
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        n++;
+        say(l, "%s: %s", prefix, sqlite3_column_text(st, 0));
+    }
+    sqlite3_finalize(st);
+    return n;
+}
+
+static void check_rows(store_t *s, db_t *db, const logger *l, store_fsck_report *r)
+{
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(db->h, "SELECT object, size, uid FROM instance", -1, &st, NULL) != SQLITE_OK) return;
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        r->instances++;
+        const char *obj = (const char *)sqlite3_column_text(st, 0);
+        struct stat sb;
+        if (fstatat(s->dirfd, obj, &sb, 0) != 0) {
+            r->missing++;
+            say(l, "missing object: %s (instance %s)", obj, sqlite3_column_text(st, 2));
+        } else if ((int64_t)sb.st_size != sqlite3_column_int64(st, 1)) {
+            r->missing++;
+            say(l, "object has the wrong size: %s (%lld bytes, index says %lld)", obj, (long long)sb.st_size,
+                (long long)sqlite3_column_int64(st, 1));
+        }
+    }
+    sqlite3_finalize(st);
+}
+
+static size_t check_objects(store_t *s, db_t *db, const logger *l, bool repair, store_fsck_report *r)
+{
+    sqlite3_stmt *st = NULL;
+    size_t removed = 0;
+    if (sqlite3_prepare_v2(db->h, "SELECT 1 FROM instance WHERE object=?", -1, &st, NULL) != SQLITE_OK) return 0;
+    for (int i = 0; i < 256; i++) {
+        char rel[32], path[PATH_MAX];
+        snprintf(rel, sizeof rel, "objects/%02x", i);
+        store_path(s, rel, path);
+        DIR *d = opendir(path);
+        if (!d) {
+            r->bad_index++;
+            say(l, "missing directory: %s", rel);
+            continue;
+        }
+        struct dirent *e;
+        while ((e = readdir(d)) != NULL) {
+            if (e->d_name[0] == '.') continue;
+            r->objects++;
+            char name[PATH_MAX];
+            snprintf(name, sizeof name, "%s/%s", rel, e->d_name);
+            sqlite3_reset(st);
+            sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+            if (sqlite3_step(st) == SQLITE_ROW) continue;
+            r->orphans++;
+            if (repair && unlinkat(s->dirfd, name, 0) == 0) {
+                r->repaired++;
+                removed++;
+                say(l, "orphan object removed: %s", name);
+            } else {
+                say(l, "orphan object (no index row): %s", name);
+            }
+        }
+        closedir(d);
+    }
+    sqlite3_finalize(st);
+    return removed;
+}
+
+static void check_derived(db_t *db, const logger *l, store_fsck_report *r)
+{
+    r->bad_index += problems(db, l, "PRAGMA quick_check", "index integrity");
+    /* quick_check prints "ok" when fine. */
+    if (r->bad_index == 1) {
+        sqlite3_stmt *st = NULL;
+        sqlite3_prepare_v2(db->h, "PRAGMA quick_check", -1, &st, NULL);
+        if (st && sqlite3_step(st) == SQLITE_ROW && strcmp((const char *)sqlite3_column_text(st, 0), "ok") == 0)
+            r->bad_index = 0;
+        sqlite3_finalize(st);
+    }
+    r->bad_index += problems(db, l,
+        "SELECT uid FROM study st WHERE instance_count <> (SELECT count(*) FROM instance WHERE study=st.key)"
+        " OR series_count <> (SELECT count(*) FROM series WHERE study=st.key)"
+        " OR rep IS NOT (SELECT max(watermark) FROM instance WHERE study=st.key)",
+        "study counters or representative wrong");
+    r->bad_index += problems(db, l,
+        "SELECT uid FROM series se WHERE instance_count <> (SELECT count(*) FROM instance WHERE series=se.key)"
+        " OR rep IS NOT (SELECT max(watermark) FROM instance WHERE series=se.key)"
+        " OR NOT EXISTS (SELECT 1 FROM study WHERE key=se.study)",
+        "series counters, representative or study wrong");
+    r->bad_index += problems(db, l,
+        "SELECT uid FROM instance i WHERE NOT EXISTS (SELECT 1 FROM metadata m WHERE m.watermark=i.watermark)"
+        " OR NOT EXISTS (SELECT 1 FROM series WHERE key=i.series AND study=i.study)",
+        "instance without metadata or series");
+    r->bad_index += problems(db, l,
+        "SELECT watermark FROM metadata m WHERE NOT EXISTS (SELECT 1 FROM instance i WHERE i.watermark=m.watermark)",
+        "metadata without instance");
+    r->bad_index += problems(db, l,
+        "SELECT i.uid FROM instance i WHERE NOT EXISTS (SELECT 1 FROM changefeed c WHERE c.watermark=i.watermark"
+        " AND c.action='create')",
+        "instance without a change-feed entry");
+}
+
+store_status store_fsck(store_t *s, bool repair, void (*log)(const char *line, void *ctx), void *ctx,
+                        store_fsck_report *r, store_err *err)
+{
+    memset(r, 0, sizeof *r);
+    logger l = {log, ctx};
+    if (repair) {
+        /* The repair rule needs the archive to ourselves (see archive.c). */
+        if (flock(s->lockfd, LOCK_EX | LOCK_NB) == 0) {
+            r->repaired += store_repair(s);
+            flock(s->lockfd, LOCK_SH);
+        } else {
+            say(&l, "another process has the archive open: temp files left alone");
+        }
+    }
+    db_t *db = db_get(s, err);
+    if (!db) return STORE_EIO;
+    /* One read transaction, so rows and files are compared against one snapshot. */
+    db_exec(db, "BEGIN", NULL);
+    check_derived(db, &l, r);
+    check_rows(s, db, &l, r);
+    size_t removed = check_objects(s, db, &l, repair, r);
+    db_exec(db, "COMMIT", NULL);
+    db_put(s, db);
+    size_t left = r->missing + r->bad_index + r->orphans - removed;
+    if (left > 0) return store_seterr(err, STORE_ECORRUPT, "the archive has %zu problem(s)", left);
+    return STORE_OK;
+}

@@ -1,0 +1,186 @@
+/* internal.h — what the store's own files share; nothing outside store/ includes it.
+ *
+ * Connections: each db_t is one SQLite connection with its prepared statements. Readers
+ * borrow one from a small pool (db_get/db_put); all writes go through the single writer
+ * connection under write_lock (the commit thread, delete, repair), so a process never
+ * contends with itself for SQLite's write lock. */
+#ifndef DICOMFS_INTERNAL_H
+#define DICOMFS_INTERNAL_H
+
+#include <jansson.h>
+#include <limits.h>
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "dcm.h"
+#include "store.h"
+#include "tags.h"
+
+/* ---- Statements ----------------------------------------------------------------- */
+
+typedef enum {
+    ST_PARTITION_GET,
+    ST_PARTITION_ADD,
+    ST_PARTITION_NAME,
+    ST_STUDY_GET,
+    ST_STUDY_ADD,
+    ST_STUDY_UPDATE,
+    ST_SERIES_GET,
+    ST_SERIES_ADD,
+    ST_SERIES_UPDATE,
+    ST_INSTANCE_EXISTS,
+    ST_INSTANCE_ADD,
+    ST_METADATA_ADD,
+    ST_IX_TEXT_ADD,
+    ST_IX_WORD_ADD,
+    ST_IX_INT_ADD,
+    ST_IX_REAL_ADD,
+    ST_IX_TEXT_DEL,
+    ST_IX_WORD_DEL,
+    ST_IX_INT_DEL,
+    ST_IX_REAL_DEL,
+    ST_CHANGE_ADD,
+    ST_COUNT
+} stmt_id;
+
+typedef struct {
+    sqlite3 *h;
+    sqlite3_stmt *stmt[ST_COUNT];
+} db_t;
+
+/* The prepared statement ID, reset and unbound, ready to bind. NULL on error. */
+sqlite3_stmt *db_stmt(db_t *db, stmt_id id);
+db_t *db_open(const char *path, bool create, store_err *err);
+void db_close(db_t *db);
+int db_exec(db_t *db, const char *sql, store_err *err); /* SQLITE_OK or an error, err filled */
+int schema_create(db_t *db, store_err *err);
+
+/* ---- The store -------------------------------------------------------------------- */
+
+#define POOL_MAX 16
+
+/* Tags indexed at ingest: the core set now, extended query tags later. */
+typedef struct {
+    uint32_t tag;
+    char vr[3];
+    store_level level;
+} index_tag;
+
+struct store {
+    char *dir;
+    int dirfd;
+    int lockfd;
+
+    pthread_mutex_t pool_lock;
+    db_t *idle[POOL_MAX];
+    int n_idle;
+
+    pthread_mutex_t write_lock; /* guards writer */
+    db_t *writer;
+
+    index_tag *index_tags;
+    size_t n_index_tags;
+
+    /* The commit queue (commit.c). */
+    pthread_mutex_t q_lock;
+    pthread_cond_t q_cond;  /* work arrived, or stop */
+    pthread_cond_t q_space; /* the queue has room again */
+    store_item *q_head, *q_tail;
+    size_t q_len;
+    bool q_stop, q_running;
+    pthread_t q_thread;
+};
+
+db_t *db_get(store_t *s, store_err *err);
+void db_put(store_t *s, db_t *db);
+
+/* Path of an archive-relative name. */
+void store_path(const store_t *s, const char *rel, char out[PATH_MAX]);
+
+/* Microseconds since the epoch, UTC. */
+int64_t store_now_us(void);
+/* "2020-03-04T01:03:08.483412+00:00" */
+void store_format_time(int64_t us, char out[40]);
+
+/* Partition key for NAME; creates it when CREATE (writer only). 0 when missing. */
+int64_t partition_key(db_t *db, const char *name, bool create);
+
+/* ---- Items: an instance between upload and commit (ingest.c, commit.c, index.c) --- */
+
+typedef enum { IX_TEXT, IX_WORD, IX_INT, IX_REAL } ix_table;
+
+typedef struct {
+    uint32_t tag;
+    ix_table table;
+    char *text;
+    int64_t i;
+    double r;
+} ix_value;
+
+typedef struct {
+    ix_value *v;
+    size_t n, cap;
+} ix_list;
+
+struct store_item {
+    store_ingest_result result;
+    bool final;                /* result decided (rejected before commit, or committed) */
+    char partition[65];
+    char tmp[PATH_MAX];        /* the upload's temp file */
+    int fd;                    /* open on tmp until committed or rejected */
+    char object[64];           /* "objects/xx/<32 hex>.dcm" */
+    uint64_t size;
+    char transfer_syntax[65];
+    bool has_instance_number;
+    int64_t instance_number;
+    char modality[17];
+    char *metadata;            /* the DICOM JSON object */
+    char *attrs;               /* returnable attributes, DICOM JSON object */
+    ix_list ix[3];             /* index values per level */
+    char *ix_key[3];           /* the study's and series' values serialised, to compare */
+    uint32_t frame_count;
+    void *frames;              /* frames blob (see index.c) */
+    size_t frames_len;
+
+    store_done_fn done;        /* commit.c */
+    void *ctx;
+    store_item *next;
+};
+
+void item_reject(store_item *item, store_status st, int reason, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* index.c: turn parsed metadata into index values and attrs; write and remove rows. */
+void index_extract(const store_t *s, json_t *metadata, store_item *item);
+void ix_list_free(ix_list *l);
+char *ix_list_serialize(const ix_list *l);
+void *frames_encode(const dcm_frames *f, size_t *len);
+int frames_decode(const void *blob, size_t len, uint32_t frame, store_range **ranges, size_t *n);
+/* Inserts all rows of ITEM inside the caller's transaction. SQLITE_CONSTRAINT when the
+ * instance exists. */
+int index_insert(const store_t *s, db_t *db, store_item *item, store_err *err);
+/* Writes level values for KEY, replacing what was there. */
+int index_write_level(db_t *db, int64_t key, const ix_list *l);
+int index_clear_level(db_t *db, int64_t key, store_level level, const store_t *s);
+
+/* Starts the commit thread if needed (commit.c); drains and stops it (store_close). */
+void commit_stop(store_t *s);
+
+/* archive.c: temp-file names and the pending-list protocol used for crash repair. */
+void store_random_hex(char *out, size_t nbytes); /* 2*nbytes hex digits + NUL */
+size_t store_repair(store_t *s); /* applies the repair rule; returns files removed */
+/* Writes NAMES (object names) to a new tmp/<id>.pending; its path goes to OUT. */
+int pending_write(store_t *s, const char *const *names, size_t n, bool sync, char out[PATH_MAX]);
+
+/* upload.c */
+struct store_upload {
+    store_t *store;
+    int fd;
+    char path[PATH_MAX];
+    uint64_t size;
+    bool failed;
+};
+
+#endif

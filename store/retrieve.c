@@ -1,0 +1,182 @@
+/* retrieve.c — reading what ingest stored: the instances of a study/series, their
+ * object files, the precomputed metadata (with the reference's ETag), frame ranges. */
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+static bool valid_uid(const char *v)
+{
+    size_t n = v ? strlen(v) : 0;
+    return n > 0 && n <= STORE_UID_MAX && v[n - 1] != '.' && strspn(v, "0123456789.") == n;
+}
+
+/* The FROM/WHERE shared by instance lists and metadata; binds partition, study,
+ * series, sop as ?1..?4 (NULL series/sop match anything). */
+#define SCOPE                                                                     \
+    " FROM study st JOIN series se ON se.study=st.key JOIN instance i ON i.series=se.key" \
+    " WHERE st.partition=?1 AND st.uid=?2 AND (?3 IS NULL OR se.uid=?3) AND (?4 IS NULL OR i.uid=?4)"
+
+static store_status check_uids(const char *study, const char *series, const char *sop, store_err *err)
+{
+    if (!valid_uid(study)) return store_seterr(err, STORE_EINVAL, "'%s' is not a valid StudyInstanceUID", study ? study : "");
+    if (series && !valid_uid(series)) return store_seterr(err, STORE_EINVAL, "'%s' is not a valid SeriesInstanceUID", series);
+    if (sop && !valid_uid(sop)) return store_seterr(err, STORE_EINVAL, "'%s' is not a valid SOPInstanceUID", sop);
+    if (sop && !series) return store_seterr(err, STORE_EINVAL, "an instance needs its series");
+    return STORE_OK;
+}
+
+static sqlite3_stmt *scoped(db_t *db, const char *select, const char *order, int64_t part, const char *study,
+                            const char *series, const char *sop)
+{
+    char sql[1024];
+    snprintf(sql, sizeof sql, "%s%s%s", select, SCOPE, order);
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(db->h, sql, -1, &st, NULL) != SQLITE_OK) return NULL;
+    sqlite3_bind_int64(st, 1, part);
+    sqlite3_bind_text(st, 2, study, -1, SQLITE_STATIC);
+    if (series) sqlite3_bind_text(st, 3, series, -1, SQLITE_STATIC);
+    if (sop) sqlite3_bind_text(st, 4, sop, -1, SQLITE_STATIC);
+    return st;
+}
+
+static const char *what(const char *series, const char *sop)
+{
+    return sop ? "instance" : series ? "series" : "study";
+}
+
+store_status store_instances(store_t *s, const char *partition, const char *study, const char *series,
+                             const char *sop, store_instance **out, size_t *n, store_err *err)
+{
+    *out = NULL;
+    *n = 0;
+    store_status rc = check_uids(study, series, sop, err);
+    if (rc != STORE_OK) return rc;
+    db_t *db = db_get(s, err);
+    if (!db) return STORE_EIO;
+    int64_t part = partition_key(db, partition ? partition : STORE_DEFAULT_PARTITION, false);
+    sqlite3_stmt *st = scoped(db,
+                              "SELECT i.watermark, st.uid, se.uid, i.uid, i.sop_class, i.transfer_syntax,"
+                              " i.object, i.size, i.frame_count, i.created_us",
+                              " ORDER BY se.key, i.instance_number, i.watermark", part, study, series, sop);
+    if (!st) {
+        rc = store_seterr(err, STORE_EIO, "index: %s", sqlite3_errmsg(db->h));
+        db_put(s, db);
+        return rc;
+    }
+    size_t cap = 0;
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        if (*n == cap) {
+            cap = cap ? cap * 2 : 16;
+            *out = realloc(*out, cap * sizeof **out);
+            if (!*out) abort();
+        }
+        store_instance *in = &(*out)[(*n)++];
+        memset(in, 0, sizeof *in);
+        in->watermark = sqlite3_column_int64(st, 0);
+        snprintf(in->study_uid, sizeof in->study_uid, "%s", sqlite3_column_text(st, 1));
+        snprintf(in->series_uid, sizeof in->series_uid, "%s", sqlite3_column_text(st, 2));
+        snprintf(in->sop_instance_uid, sizeof in->sop_instance_uid, "%s", sqlite3_column_text(st, 3));
+        snprintf(in->sop_class_uid, sizeof in->sop_class_uid, "%s", sqlite3_column_text(st, 4));
+        snprintf(in->transfer_syntax, sizeof in->transfer_syntax, "%s", sqlite3_column_text(st, 5));
+        snprintf(in->object, sizeof in->object, "%s", sqlite3_column_text(st, 6));
+        in->size = (uint64_t)sqlite3_column_int64(st, 7);
+        in->frames = (uint32_t)sqlite3_column_int64(st, 8);
+        in->created_us = sqlite3_column_int64(st, 9);
+    }
+    sqlite3_finalize(st);
+    db_put(s, db);
+    if (*n == 0) return store_seterr(err, STORE_ENOTFOUND, "the requested %s was not found", what(series, sop));
+    return STORE_OK;
+}
+
+int store_open_object(store_t *s, const store_instance *inst)
+{
+    return openat(s->dirfd, inst->object, O_RDONLY | O_CLOEXEC);
+}
+
+store_status store_metadata(store_t *s, const char *partition, const char *study, const char *series,
+                            const char *sop, char **json, size_t *len, char etag[64], store_err *err)
+{
+    *json = NULL;
+    *len = 0;
+    store_status rc = check_uids(study, series, sop, err);
+    if (rc != STORE_OK) return rc;
+    db_t *db = db_get(s, err);
+    if (!db) return STORE_EIO;
+    int64_t part = partition_key(db, partition ? partition : STORE_DEFAULT_PARTITION, false);
+    sqlite3_stmt *st = scoped(db, "SELECT i.watermark, (SELECT json FROM metadata m WHERE m.watermark=i.watermark)",
+                              " ORDER BY se.key, i.instance_number, i.watermark", part, study, series, sop);
+    if (!st) {
+        rc = store_seterr(err, STORE_EIO, "index: %s", sqlite3_errmsg(db->h));
+        db_put(s, db);
+        return rc;
+    }
+    size_t cap = 4096, used = 1, count = 0;
+    int64_t max_wm = 0;
+    char *buf = malloc(cap);
+    if (!buf) abort();
+    buf[0] = '[';
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        int64_t wm = sqlite3_column_int64(st, 0);
+        if (wm > max_wm) max_wm = wm;
+        const char *j = (const char *)sqlite3_column_text(st, 1);
+        size_t jl = (size_t)sqlite3_column_bytes(st, 1);
+        if (!j) continue;
+        if (used + jl + 3 > cap) {
+            cap = (used + jl + 3) * 2;
+            buf = realloc(buf, cap);
+            if (!buf) abort();
+        }
+        if (count++) buf[used++] = ',';
+        memcpy(buf + used, j, jl);
+        used += jl;
+    }
+    sqlite3_finalize(st);
+    db_put(s, db);
+    if (count == 0) {
+        free(buf);
+        return store_seterr(err, STORE_ENOTFOUND, "the requested %s was not found", what(series, sop));
+    }
+    buf[used++] = ']';
+    buf[used] = 0;
+    *json = buf;
+    *len = used;
+    /* The reference's ETag: the watermark for an instance, maxWatermark-count above. */
+    if (sop)
+        snprintf(etag, 64, "%lld", (long long)max_wm);
+    else
+        snprintf(etag, 64, "%lld-%zu", (long long)max_wm, count);
+    return STORE_OK;
+}
+
+store_status store_frame_ranges(store_t *s, const store_instance *inst, uint32_t frame, store_range **ranges,
+                                size_t *n, store_err *err)
+{
+    *ranges = NULL;
+    *n = 0;
+    if (frame < 1 || frame > inst->frames)
+        return store_seterr(err, STORE_ENOTFOUND, "frame %u does not exist; the instance has %u frame(s)", frame,
+                            inst->frames);
+    db_t *db = db_get(s, err);
+    if (!db) return STORE_EIO;
+    sqlite3_stmt *st = NULL;
+    store_status rc = STORE_OK;
+    if (sqlite3_prepare_v2(db->h, "SELECT frames FROM instance WHERE watermark=?", -1, &st, NULL) != SQLITE_OK) {
+        rc = store_seterr(err, STORE_EIO, "index: %s", sqlite3_errmsg(db->h));
+    } else {
+        sqlite3_bind_int64(st, 1, inst->watermark);
+        if (sqlite3_step(st) != SQLITE_ROW) {
+            rc = store_seterr(err, STORE_ENOTFOUND, "the instance was not found");
+        } else {
+            int r = frames_decode(sqlite3_column_blob(st, 0), (size_t)sqlite3_column_bytes(st, 0), frame, ranges, n);
+            if (r == 1) rc = store_seterr(err, STORE_ENOTFOUND, "frame %u does not exist", frame);
+            else if (r != 0) rc = store_seterr(err, STORE_EUNSUPPORTED, "the frame offsets of this instance are not known; decode it");
+        }
+    }
+    sqlite3_finalize(st);
+    db_put(s, db);
+    return rc;
+}

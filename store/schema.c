@@ -1,0 +1,173 @@
+/* schema.c — the SQLite index: tables, connections and prepared statements.
+ *
+ * Index design (docs/ARCHITECTURE.md has the full story):
+ * - study, series, instance: the hierarchy. A study's and a series' attributes are those
+ *   of its newest instance ("latest wins", as the reference): column rep names it.
+ * - ix_text / ix_word / ix_int / ix_real: searchable values, one row per (tag, key,
+ *   value). KEY is study.key, series.key or instance.watermark, by the tag's level. Any
+ *   attribute becomes searchable by adding rows; the schema never changes for it.
+ * - changefeed: AUTOINCREMENT, so a sequence is never reused, even after deletes.
+ * - metadata: the precomputed DICOM JSON, apart from instance so scans stay small. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+#define SCHEMA_VERSION "1"
+
+static const char schema[] =
+    "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT) WITHOUT ROWID;"
+    "CREATE TABLE IF NOT EXISTS partition("
+    "  key INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, created_us INTEGER NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS study("
+    "  key INTEGER PRIMARY KEY, partition INTEGER NOT NULL, uid TEXT NOT NULL,"
+    "  rep INTEGER NOT NULL, ix TEXT NOT NULL,"
+    "  series_count INTEGER NOT NULL DEFAULT 0, instance_count INTEGER NOT NULL DEFAULT 0,"
+    "  UNIQUE(partition, uid));"
+    "CREATE INDEX IF NOT EXISTS study_recent ON study(partition, rep);"
+    "CREATE TABLE IF NOT EXISTS series("
+    "  key INTEGER PRIMARY KEY, partition INTEGER NOT NULL, study INTEGER NOT NULL,"
+    "  uid TEXT NOT NULL, rep INTEGER NOT NULL, ix TEXT NOT NULL, modality TEXT,"
+    "  instance_count INTEGER NOT NULL DEFAULT 0, UNIQUE(study, uid));"
+    "CREATE INDEX IF NOT EXISTS series_recent ON series(partition, rep);"
+    "CREATE INDEX IF NOT EXISTS series_of_study ON series(study, rep);"
+    "CREATE TABLE IF NOT EXISTS instance("
+    "  watermark INTEGER PRIMARY KEY AUTOINCREMENT, partition INTEGER NOT NULL,"
+    "  study INTEGER NOT NULL, series INTEGER NOT NULL, uid TEXT NOT NULL,"
+    "  sop_class TEXT NOT NULL, instance_number INTEGER, transfer_syntax TEXT NOT NULL,"
+    "  object TEXT NOT NULL UNIQUE, size INTEGER NOT NULL, frame_count INTEGER NOT NULL,"
+    "  frames BLOB, created_us INTEGER NOT NULL, attrs TEXT NOT NULL,"
+    "  UNIQUE(series, uid));"
+    "CREATE INDEX IF NOT EXISTS instance_recent ON instance(partition, watermark);"
+    "CREATE INDEX IF NOT EXISTS instance_of_study ON instance(study, watermark);"
+    "CREATE TABLE IF NOT EXISTS metadata(watermark INTEGER PRIMARY KEY, json TEXT NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS ix_text(tag INTEGER NOT NULL, key INTEGER NOT NULL,"
+    "  value TEXT NOT NULL, PRIMARY KEY(tag, key, value)) WITHOUT ROWID;"
+    "CREATE INDEX IF NOT EXISTS ix_text_value ON ix_text(tag, value);"
+    "CREATE TABLE IF NOT EXISTS ix_word(tag INTEGER NOT NULL, key INTEGER NOT NULL,"
+    "  value TEXT NOT NULL, PRIMARY KEY(tag, key, value)) WITHOUT ROWID;"
+    "CREATE INDEX IF NOT EXISTS ix_word_value ON ix_word(tag, value);"
+    "CREATE TABLE IF NOT EXISTS ix_int(tag INTEGER NOT NULL, key INTEGER NOT NULL,"
+    "  value INTEGER NOT NULL, PRIMARY KEY(tag, key, value)) WITHOUT ROWID;"
+    "CREATE INDEX IF NOT EXISTS ix_int_value ON ix_int(tag, value);"
+    "CREATE TABLE IF NOT EXISTS ix_real(tag INTEGER NOT NULL, key INTEGER NOT NULL,"
+    "  value REAL NOT NULL, PRIMARY KEY(tag, key, value)) WITHOUT ROWID;"
+    "CREATE INDEX IF NOT EXISTS ix_real_value ON ix_real(tag, value);"
+    "CREATE TABLE IF NOT EXISTS changefeed("
+    "  sequence INTEGER PRIMARY KEY AUTOINCREMENT, timestamp_us INTEGER NOT NULL,"
+    "  action TEXT NOT NULL, partition INTEGER NOT NULL, study_uid TEXT NOT NULL,"
+    "  series_uid TEXT NOT NULL, sop_uid TEXT NOT NULL, watermark INTEGER NOT NULL);"
+    "CREATE INDEX IF NOT EXISTS changefeed_time ON changefeed(timestamp_us, sequence);"
+    "INSERT OR IGNORE INTO meta VALUES('format', 'dicomfs-archive');"
+    "INSERT OR IGNORE INTO meta VALUES('schema', '" SCHEMA_VERSION "');";
+
+static const char *const sql[ST_COUNT] = {
+    [ST_PARTITION_GET] = "SELECT key FROM partition WHERE name=?1",
+    [ST_PARTITION_ADD] = "INSERT INTO partition(name, created_us) VALUES(?1, ?2)",
+    [ST_PARTITION_NAME] = "SELECT name FROM partition WHERE key=?1",
+    [ST_STUDY_GET] = "SELECT key, ix FROM study WHERE partition=?1 AND uid=?2",
+    [ST_STUDY_ADD] = "INSERT INTO study(partition, uid, rep, ix) VALUES(?1, ?2, 0, '')",
+    [ST_STUDY_UPDATE] = "UPDATE study SET rep=?2, ix=?3, series_count=series_count+?4,"
+                        " instance_count=instance_count+1 WHERE key=?1",
+    [ST_SERIES_GET] = "SELECT key, ix FROM series WHERE study=?1 AND uid=?2",
+    [ST_SERIES_ADD] = "INSERT INTO series(partition, study, uid, rep, ix) VALUES(?1, ?2, ?3, 0, '')",
+    [ST_SERIES_UPDATE] = "UPDATE series SET rep=?2, ix=?3, modality=?4,"
+                         " instance_count=instance_count+1 WHERE key=?1",
+    [ST_INSTANCE_EXISTS] = "SELECT 1 FROM instance WHERE series=?1 AND uid=?2",
+    [ST_INSTANCE_ADD] =
+        "INSERT INTO instance(partition, study, series, uid, sop_class, instance_number,"
+        " transfer_syntax, object, size, frame_count, frames, created_us, attrs)"
+        " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+    [ST_METADATA_ADD] = "INSERT INTO metadata(watermark, json) VALUES(?1, ?2)",
+    [ST_IX_TEXT_ADD] = "INSERT OR IGNORE INTO ix_text(tag, key, value) VALUES(?1, ?2, ?3)",
+    [ST_IX_WORD_ADD] = "INSERT OR IGNORE INTO ix_word(tag, key, value) VALUES(?1, ?2, ?3)",
+    [ST_IX_INT_ADD] = "INSERT OR IGNORE INTO ix_int(tag, key, value) VALUES(?1, ?2, ?3)",
+    [ST_IX_REAL_ADD] = "INSERT OR IGNORE INTO ix_real(tag, key, value) VALUES(?1, ?2, ?3)",
+    [ST_IX_TEXT_DEL] = "DELETE FROM ix_text WHERE tag=?1 AND key=?2",
+    [ST_IX_WORD_DEL] = "DELETE FROM ix_word WHERE tag=?1 AND key=?2",
+    [ST_IX_INT_DEL] = "DELETE FROM ix_int WHERE tag=?1 AND key=?2",
+    [ST_IX_REAL_DEL] = "DELETE FROM ix_real WHERE tag=?1 AND key=?2",
+    [ST_CHANGE_ADD] = "INSERT INTO changefeed(timestamp_us, action, partition, study_uid,"
+                      " series_uid, sop_uid, watermark) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+};
+
+sqlite3_stmt *db_stmt(db_t *db, stmt_id id)
+{
+    sqlite3_stmt *st = db->stmt[id];
+    if (!st) {
+        if (sqlite3_prepare_v3(db->h, sql[id], -1, SQLITE_PREPARE_PERSISTENT, &st, NULL) != SQLITE_OK)
+            return NULL;
+        db->stmt[id] = st;
+    } else {
+        sqlite3_reset(st);
+        sqlite3_clear_bindings(st);
+    }
+    return st;
+}
+
+int db_exec(db_t *db, const char *text, store_err *err)
+{
+    char *msg = NULL;
+    int rc = sqlite3_exec(db->h, text, NULL, NULL, &msg);
+    if (rc != SQLITE_OK) store_seterr(err, rc == SQLITE_BUSY ? STORE_EBUSY : STORE_EIO, "index: %s", msg ? msg : sqlite3_errstr(rc));
+    sqlite3_free(msg);
+    return rc;
+}
+
+db_t *db_open(const char *path, bool create, store_err *err)
+{
+    db_t *db = calloc(1, sizeof *db);
+    if (!db) abort();
+    int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | (create ? SQLITE_OPEN_CREATE : 0);
+    int rc = sqlite3_open_v2(path, &db->h, flags, NULL);
+    if (rc != SQLITE_OK) {
+        store_seterr(err, STORE_EIO, "cannot open the index %s: %s", path,
+                     db->h ? sqlite3_errmsg(db->h) : sqlite3_errstr(rc));
+        db_close(db);
+        return NULL;
+    }
+    /* Two processes share the archive: wait for the other's write instead of failing.
+     * synchronous=FULL: with WAL, the commit itself is synced, which is what makes
+     * "acknowledged" mean durable. */
+    sqlite3_busy_timeout(db->h, 30000);
+    if (db_exec(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=OFF;"
+                    "PRAGMA cache_size=-16000; PRAGMA temp_store=MEMORY;", err) != SQLITE_OK) {
+        db_close(db);
+        return NULL;
+    }
+    return db;
+}
+
+void db_close(db_t *db)
+{
+    if (!db) return;
+    for (int i = 0; i < ST_COUNT; i++) sqlite3_finalize(db->stmt[i]);
+    sqlite3_close_v2(db->h);
+    free(db);
+}
+
+int schema_create(db_t *db, store_err *err)
+{
+    int rc = db_exec(db, "BEGIN IMMEDIATE", err);
+    if (rc != SQLITE_OK) return rc;
+    rc = db_exec(db, schema, err);
+    if (rc == SQLITE_OK) {
+        sqlite3_stmt *st = NULL;
+        sqlite3_prepare_v2(db->h, "SELECT value FROM meta WHERE key='schema'", -1, &st, NULL);
+        if (st && sqlite3_step(st) == SQLITE_ROW &&
+            strcmp((const char *)sqlite3_column_text(st, 0), SCHEMA_VERSION) != 0) {
+            store_seterr(err, STORE_EUNSUPPORTED, "the archive's index has schema version %s; this dicomfs reads %s",
+                         sqlite3_column_text(st, 0), SCHEMA_VERSION);
+            rc = SQLITE_ERROR;
+        }
+        sqlite3_finalize(st);
+    }
+    if (rc == SQLITE_OK) {
+        rc = db_exec(db, "INSERT OR IGNORE INTO partition(key, name, created_us) VALUES(1, '"
+                         STORE_DEFAULT_PARTITION "', CAST((julianday('now') - 2440587.5) * 86400000000 AS INTEGER))", err);
+    }
+    if (rc == SQLITE_OK) return db_exec(db, "COMMIT", err);
+    db_exec(db, "ROLLBACK", NULL);
+    return rc;
+}

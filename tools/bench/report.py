@@ -1,0 +1,224 @@
+#!/usr/bin/python3
+"""report.py RESULTS.jsonl OUT.json — the benchmark's table and its JSON.
+
+Reads the records run.sh appended (kind = env, dataset, limit, ingest, query, error, disk),
+prints the table (metric, dicomfs, limit/peer, ratio, goal, result) and notes, and writes
+OUT.json: {"env", "rows", "notes", "records"}. Goals are checked here; a missed goal is a
+FAIL in the table, never a non-zero exit. MB = 10^6 bytes.
+"""
+import json
+import sys
+
+GOAL_SMALL_FILES = 3.0   # small-set instances/s / copy-with-fsync-per-file files/s
+GOAL_LARGE_MBS = 0.5     # large-set MB/s / sequential write MB/s
+GOAL_FLAT = 1.5          # query median at the largest scale / at the smallest
+FLAT_SLACK_MS = 0.5      # ...or an increase below this (process timing noise)
+
+
+def load(path):
+    recs = []
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if line:
+                recs.append(json.loads(line))
+    return recs
+
+
+def fmt(v, unit=""):
+    if v is None:
+        return "-"
+    if isinstance(v, str):
+        return v
+    if abs(v) >= 100:
+        s = "%.0f" % v
+    elif abs(v) >= 10:
+        s = "%.1f" % v
+    else:
+        s = "%.2f" % v
+    return s + (" " + unit if unit else "")
+
+
+def median_rec(xs):
+    """The record whose "seconds" is the median (the lower one of an even count)."""
+    s = sorted(xs, key=lambda x: x["seconds"])
+    return s[(len(s) - 1) // 2]
+
+
+def main():
+    recs = load(sys.argv[1])
+    out_path = sys.argv[2]
+    env = next((r for r in recs if r["kind"] == "env"), {})
+    rows, notes = [], []
+
+    def row(metric, value, unit, peer=None, peer_what="", ratio=None, goal="", status="info", note=""):
+        rows.append({"metric": metric, "dicomfs": value, "unit": unit, "peer": peer,
+                     "peer_what": peer_what, "ratio": ratio, "goal": goal, "status": status,
+                     "note": note})
+
+    def judge(ratio, goal, ge=True):
+        if ratio is None:
+            return "n/a"
+        return "PASS" if (ratio >= goal if ge else ratio <= goal) else "FAIL"
+
+    # Limits: {set: {"copy": {...}, "seq": {...}}}
+    lim = {}
+    for r in recs:
+        if r["kind"] == "limit":
+            lim.setdefault(r["set"], {}).setdefault(r["result"]["mode"], []).append(r["result"])
+    all_lim = lim
+    lim = {k: {m: median_rec(v) for m, v in d.items()} for k, d in lim.items()}
+
+    def lim_rate(setname, mode, what):
+        x = lim.get(setname, {}).get(mode)
+        if not x or x["seconds"] <= 0:
+            return None
+        return (x["files"] if what == "files" else x["bytes"] / 1e6) / x["seconds"]
+
+    ing = {}
+    for r in recs:
+        if r["kind"] == "ingest":
+            ing.setdefault(r["set"], []).append(r)
+    all_ing = ing
+    ing = {k: median_rec(v) for k, v in ing.items()}
+
+    def ing_rate(setname, what):
+        x = ing.get(setname)
+        if not x or x["seconds"] <= 0 or not x.get("stored"):
+            return None
+        return (x["stored"] if what == "files" else x["bytes"] / 1e6) / x["seconds"]
+
+    def ratio(a, b):
+        return a / b if a is not None and b else None
+
+    for setname, xs in all_ing.items():
+        for x in xs:
+            if x.get("failed") or x.get("stored", 0) != x.get("files"):
+                notes.append("ingest %s run %s: %s of %s files stored, %s skipped, %s failed (exit %s)" % (
+                    setname, x.get("run"), x.get("stored"), x.get("files"), x.get("skipped"),
+                    x.get("failed"), x.get("exit")))
+        if any(x.get("reused") for x in xs):
+            notes.append("ingest %s: archive reused from an earlier run; its ingest figures are "
+                         "from that run" % setname)
+        if len(xs) > 1:
+            notes.append("ingest %s: %d runs, %s s; the median run is shown" % (
+                setname, len(xs), ", ".join("%.2f" % x["seconds"] for x in xs)))
+    for setname, d in sorted(all_lim.items()):
+        for mode, xs in sorted(d.items()):
+            if len(xs) > 1:
+                notes.append("limit %s %s: %d runs, %s s; the median run is shown" % (
+                    setname, mode, len(xs), ", ".join("%.2f" % x["seconds"] for x in xs)))
+
+    a, b = ing_rate("small", "files"), lim_rate("small", "copy", "files")
+    row("ingest small set (64x64), instances/s", a, "inst/s", b, "files/s copy+fsync/file",
+        ratio(a, b), ">= %g" % GOAL_SMALL_FILES, judge(ratio(a, b), GOAL_SMALL_FILES))
+    a, b = ing_rate("small", "mb"), lim_rate("small", "copy", "mb")
+    row("ingest small set, MB/s", a, "MB/s", b, "MB/s copy+fsync/file", ratio(a, b))
+    a, b = ing_rate("large", "mb"), lim_rate("large", "seq", "mb")
+    row("ingest large set (512x512), MB/s", a, "MB/s", b, "MB/s seq write+fdatasync",
+        ratio(a, b), ">= %g" % GOAL_LARGE_MBS, judge(ratio(a, b), GOAL_LARGE_MBS))
+    a, b = ing_rate("large", "files"), lim_rate("large", "copy", "files")
+    row("ingest large set, instances/s", a, "inst/s", b, "files/s copy+fsync/file", ratio(a, b))
+    a, b = ing_rate("large", "mb"), lim_rate("large", "copy", "mb")
+    row("ingest large set, MB/s vs copy", a, "MB/s", b, "MB/s copy+fsync/file", ratio(a, b))
+
+    def synth_sizes():
+        return sorted(int(k.split("-")[1]) for k in ing if k.startswith("synth-"))
+
+    for n in synth_sizes():
+        a, b = ing_rate("synth-%d" % n, "files"), lim_rate("small", "copy", "files")
+        row("ingest %d synthetic ~1 KB, instances/s" % n, a, "inst/s", b,
+            "files/s copy+fsync/file (small set)", ratio(a, b),
+            note="reused archive" if ing["synth-%d" % n].get("reused") else "")
+
+    for setname in ["small", "large"] + ["synth-%d" % n for n in synth_sizes()]:
+        x = ing.get(setname)
+        if x and x.get("stored"):
+            row("index bytes/instance, %s" % setname, x["index_bytes"] / x["stored"], "B",
+                note="index.db+wal after checkpoint; archive %s MB total" % fmt(x.get("archive_bytes", 0) / 1e6))
+
+    # Queries.
+    q_by = {}
+    base_rows = []
+    for r in recs:
+        if r["kind"] != "query":
+            continue
+        res = r["result"]
+        q_by[r["archive"]] = (r["instances"], res)
+        if "baseline" in res:
+            base_rows.append((r["archive"], res["baseline"]))
+    if base_rows:
+        meds = [bl["median_ms"] for _, bl in base_rows]
+        row("find start-up (trivial query, empty archive), median", sorted(meds)[len(meds) // 2], "ms",
+            note="subtracted from every query below (process mode)")
+    for label, (n, res) in q_by.items():
+        for q in res["queries"]:
+            status, note = "info", ""
+            if q.get("exit", 0) != 0:
+                status, note = "ERROR", "exit %s: %s" % (q.get("exit"), (q.get("stderr") or "").strip()[:120])
+            elif not q.get("count_ok"):
+                status = "WRONG"
+                note = "returned %s studies, generator expects %s" % (q.get("count"), q.get("expected"))
+            if status != "info":
+                notes.append("query %s on %s: %s" % (q["name"], label, note))
+            med, p = q.get("median_ms"), q.get("p95_ms")
+            row("find %s @%s (%d inst)" % (q["name"], label, n),
+                med, "ms", p, "ms p95", status=status, note=note)
+
+    scales = sorted((n, label) for label, (n, _) in q_by.items() if label.startswith("synth-"))
+    if len(scales) >= 2:
+        (n0, l0), (n1, l1) = scales[0], scales[-1]
+        q0 = {q["name"]: q for q in q_by[l0][1]["queries"]}
+        for q in q_by[l1][1]["queries"]:
+            a, b = q.get("median_ms"), q0.get(q["name"], {}).get("median_ms")
+            rt = ratio(a, b) if b else None
+            if a is None or b is None:
+                status = "n/a"
+            elif rt is not None and rt <= GOAL_FLAT or (a - b) < FLAT_SLACK_MS:
+                status = "PASS"
+            else:
+                status = "FAIL"
+            row("find %s: growth %d -> %d inst" % (q["name"], n0, n1), a, "ms", b,
+                "ms at %d" % n0, rt, "<= %gx or < +%g ms (flat)" % (GOAL_FLAT, FLAT_SLACK_MS), status)
+    else:
+        notes.append("latency growth needs two scales (BENCH_SCALES); have %d" % len(scales))
+
+    for r in recs:
+        if r["kind"] == "error":
+            notes.append("ERROR in %s: %s" % (r["step"], r["message"]))
+    disk = [(r["path"], r["bytes"]) for r in recs if r["kind"] == "disk"]
+
+    # Print.
+    hdr = ["metric", "dicomfs", "limit/peer", "ratio", "goal", "result"]
+    body = []
+    for r in rows:
+        body.append([r["metric"], fmt(r["dicomfs"], r["unit"]),
+                     fmt(r["peer"]) + (" " + r["peer_what"] if r["peer_what"] and r["peer"] is not None else ""),
+                     fmt(r["ratio"]), r["goal"] or "-", r["status"]])
+    w = [max(len(hdr[i]), *(len(b[i]) for b in body)) if body else len(hdr[i]) for i in range(len(hdr))]
+    line = lambda cells: "  ".join(c.ljust(w[i]) for i, c in enumerate(cells)).rstrip()
+    print()
+    print("dicomfs bench — %s, %s, %s CPUs, %s on %s%s" % (
+        env.get("date", "?"), env.get("dicomfs_rev", "?"), env.get("cpus", "?"), env.get("fs", "?"),
+        env.get("device", "?"), ", QUICK" if str(env.get("quick")) == "1" else ""))
+    print("query latencies: study level, net of process start-up (median; p95 in the peer column)")
+    print(line(hdr))
+    print(line(["-" * x for x in w]))
+    for b in body:
+        print(line(b))
+    if notes:
+        print("\nnotes:")
+        for n in notes:
+            print("  - " + n)
+    if disk:
+        print("\ndisk use in %s (kept for reuse; delete synth-* to reclaim):" % env.get("work", "?"))
+        for p, b in disk:
+            print("  %8.1f MB  %s" % (b / 1e6, p))
+    print("\nJSON: %s" % out_path)
+
+    with open(out_path, "w") as f:
+        json.dump({"env": env, "rows": rows, "notes": notes, "records": recs}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,301 @@
+#!/usr/bin/env bash
+# tools/bench/run.sh [BUILD_DIR] — the benchmark (`make bench`). Measures dicomfs against
+# the machine's own limits, measured in the same run on the same disk, and prints a table
+# (metric, dicomfs, limit/peer, ratio, goal, pass/fail); the same as JSON in
+# BUILD_DIR/bench-results.json. A missed goal never fails: exit 0 unless a step crashed.
+#
+# Steps (each a function below; later issues add steps the same way):
+#   dataset    gen_dataset.py: 125 studies x 4 series; 2,000 64x64 (~10 KB) and 500 512x512
+#              (~525 KB) 16-bit instances, fixed seed; reused while the parameters and the
+#              generator are unchanged.
+#   limits     fsyncbench.c: the same files copied with open/write/fsync/close per file
+#              (files/s, MB/s, per set), and one sequential write of the same bytes with a
+#              single fdatasync (MB/s). Sources are read once first so both sides read
+#              from the page cache; nothing is dropped from the cache (needs root).
+#   ingest     `dicomfs ingest` of each set into a fresh archive: instances/s, MB/s, index
+#              bytes/instance (index.db + -wal after a TRUNCATE checkpoint).
+#   queries    qlat.py: median and p95 of five typical study-level queries on the benchmark
+#              archive (the small set's), minus the start-up of a trivial `find`.
+#   scales     gen_synth.py: N synthetic ~1 KB instances per BENCH_SCALES entry, ingested
+#              once and kept (keyed by N, the generator and the index schema); the same
+#              queries at each N and the growth from the smallest to the largest N.
+#   report     report.py: the table and the JSON.
+#
+# Environment:
+#   BENCH_WORK=DIR          work dir (default BUILD_DIR/bench-work)
+#   BENCH_QUICK=1           smoke run: 25 studies, scales "2000 20000", 10 query runs
+#   BENCH_SCALES="N ..."    synthetic archive sizes (default "100000 1000000"; "" for none)
+#   BENCH_QUERY_RUNS=N      runs per query (default 30)
+#   BENCH_REPS=N            runs of each limit and of each dataset ingest (default 3; the
+#                           table shows the run with the median time)
+#   BENCH_QUERY_MODE=M      auto|process|repeat (see qlat.py; auto switches to
+#                           `find --repeat N --timing` as soon as dicomfs has it)
+#   BENCH_INGEST_ARGS="..." extra arguments for `dicomfs ingest` (e.g. "--jobs 2")
+#   BENCH_REBUILD=1         rebuild kept synthetic archives even if they look current
+#   BENCH_KEEP_SYNTH_FILES=1 keep the synthetic source files after ingest (default: delete;
+#                           they regenerate in seconds)
+#
+# Disk use (kept between runs, under BENCH_WORK): the dataset ~300 MB; synth-100000 ~0.5 GB;
+# synth-1000000 ~5 GB (objects take a 4 KB block each) plus ~4 GB of source files while it is
+# being built. Delete BENCH_WORK/synth-* to reclaim; they are rebuilt on the next run.
+set -uo pipefail
+
+BUILD=${1:-build}
+HERE=$(cd "$(dirname "$0")" && pwd)
+REPO=$(cd "$HERE/../.." && pwd)
+BUILD=$(cd "$BUILD" 2>/dev/null && pwd) || { echo "bench: no build dir $1" >&2; exit 2; }
+BIN=$BUILD/dicomfs
+PY=/usr/bin/python3
+WORK=${BENCH_WORK:-$BUILD/bench-work}
+RESULTS=$WORK/results.jsonl
+LOGS=$WORK/logs
+OUT_JSON=$BUILD/bench-results.json
+QUICK=${BENCH_QUICK:-0}
+if [ "$QUICK" = 1 ]; then
+    DS_ARGS=(--studies 25 --series 4 --small 4 --large 1 --seed 1)
+    SCALES=${BENCH_SCALES-2000 20000}
+    RUNS=${BENCH_QUERY_RUNS:-10}
+else
+    DS_ARGS=(--studies 125 --series 4 --small 4 --large 1 --seed 1)
+    SCALES=${BENCH_SCALES-100000 1000000}
+    RUNS=${BENCH_QUERY_RUNS:-30}
+fi
+QMODE=${BENCH_QUERY_MODE:-auto}
+REPS=${BENCH_REPS:-3}
+read -r -a INGEST_ARGS <<<"${BENCH_INGEST_ARGS:-}"
+CRASHED=0
+LATER_RM=()
+
+log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+now_ns() { date +%s%N; }
+secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.6f", (b - a) / 1e9 }'; }
+hash_of() { cat "$@" | sha256sum | cut -c1-12; }
+
+# record KEY=VALUE... appends one JSON object to RESULTS (numbers stay numbers;
+# KEY:=JSON inserts raw JSON).
+record() {
+    "$PY" -c '
+import json, sys
+TEXT = {"date", "host", "kernel", "cpu", "fs", "device", "work", "dicomfs_rev", "binary_sha",
+        "ingest_args", "set", "step", "message", "archive", "path", "dir"}
+o = {}
+for a in sys.argv[1:]:
+    k, _, v = a.partition("=")
+    if k.endswith(":"):
+        o[k[:-1]] = json.loads(v)
+        continue
+    o[k] = v
+    if k not in TEXT:
+        for conv in (int, float):
+            try:
+                o[k] = conv(v)
+                break
+            except ValueError:
+                pass
+print(json.dumps(o))' "$@" >>"$RESULTS"
+}
+
+fail() { # STEP MESSAGE: a crash-class failure; the run goes on where it can
+    CRASHED=1
+    log "ERROR in $1: $2"
+    record kind=error step="$1" message="$2"
+}
+
+warm() { find "$@" -type f -print0 | xargs -0 -r cat >/dev/null; }
+
+# ingest_archive LABEL ARCHIVE SRC... — fresh archive, timed; records kind=ingest.
+ingest_archive() {
+    local label=$1 arch=$2; shift 2
+    local files bytes t0 t1 rc line stored skipped failed idx
+    rm -rf "$arch"
+    files=$(find "$@" -type f | wc -l)
+    bytes=$(find "$@" -type f -printf '%s\n' | awk '{ s += $1 } END { print s + 0 }')
+    warm "$@"
+    sync
+    log "ingest $label${RUN:+ ($RUN/$REPS)}: $files files, $((bytes / 1048576)) MB"
+    t0=$(now_ns)
+    "$BIN" ingest "${INGEST_ARGS[@]}" "$arch" "$@" >/dev/null 2>"$LOGS/ingest-$label.log"
+    rc=$?
+    t1=$(now_ns)
+    line=$(grep -E '^ingest: [0-9]+ stored' "$LOGS/ingest-$label.log" | tail -n1)
+    stored=$(sed -nE 's/^ingest: ([0-9]+) stored.*/\1/p' <<<"$line")
+    skipped=$(sed -nE 's/.* ([0-9]+) skipped.*/\1/p' <<<"$line")
+    failed=$(sed -nE 's/.* ([0-9]+) failed.*/\1/p' <<<"$line")
+    if [ "$rc" -ge 2 ] || [ -z "$line" ]; then
+        fail "ingest $label" "dicomfs ingest exited $rc; last stderr: $(tail -n3 "$LOGS/ingest-$label.log" | tr '\n' ' ')"
+    elif [ "$rc" -ne 0 ] || [ "${failed:-0}" -ne 0 ]; then
+        log "ingest $label: $failed failed (see $LOGS/ingest-$label.log)"
+    fi
+    idx=0
+    if [ -f "$arch/index.db" ]; then
+        sqlite3 "$arch/index.db" 'PRAGMA wal_checkpoint(TRUNCATE)' >/dev/null 2>&1 ||
+            log "checkpoint of $arch/index.db failed"
+        idx=$(stat -c %s "$arch/index.db" "$arch/index.db-wal" 2>/dev/null | awk '{ s += $1 } END { print s + 0 }')
+    fi
+    record kind=ingest set="$label" run="${RUN:-1}" files="$files" bytes="$bytes" seconds="$(secs "$t0" "$t1")" \
+        exit="$rc" stored="${stored:-0}" skipped="${skipped:-0}" failed="${failed:-0}" \
+        index_bytes="$idx" archive_bytes="$(du -sb "$arch" 2>/dev/null | cut -f1)"
+}
+
+# query_latency LABEL ARCHIVE QUERIES INSTANCES — records kind=query.
+# Process mode subtracts a trivial find's start-up; when dicomfs grows
+# `find --repeat N --timing`, qlat.py switches by itself (BENCH_QUERY_MODE=auto), see there.
+query_latency() {
+    local label=$1 arch=$2 queries=$3 n=$4 out
+    log "queries on $label ($n instances): $RUNS runs each, mode $QMODE"
+    if out=$("$PY" "$HERE/qlat.py" --bin "$BIN" --archive "$arch" --queries "$queries" \
+        --baseline-archive "$WORK/empty-archive" --runs "$RUNS" --mode "$QMODE" --label "$label"); then
+        record kind=query archive="$label" instances="$n" result:="$out"
+    else
+        fail "queries $label" "qlat.py failed"
+    fi
+}
+
+# ---- steps --------------------------------------------------------------------------
+
+step_setup() {
+    [ -x "$BIN" ] || { echo "bench: $BIN not found; build first" >&2; exit 2; }
+    mkdir -p "$WORK" "$LOGS" "$WORK/bin"
+    : >"$RESULTS"
+    local fs
+    fs=$(findmnt -n -o FSTYPE -T "$WORK" 2>/dev/null || stat -f -c %T "$WORK")
+    record kind=env date="$(date -Is)" host="$(hostname)" kernel="$(uname -r)" \
+        cpus="$(nproc)" cpu="$(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -n1)" \
+        mem_kb="$(awk '/MemTotal/ { print $2 }' /proc/meminfo)" fs="$fs" \
+        device="$(df --output=source "$WORK" | tail -n1)" work="$WORK" quick="$QUICK" \
+        dicomfs_rev="$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null)$(git -C "$REPO" diff --quiet HEAD 2>/dev/null || echo +dirty)" \
+        binary_sha="$(sha256sum "$BIN" | cut -c1-12)" query_runs="$RUNS" ingest_args="${BENCH_INGEST_ARGS:-}"
+    if [ ! -x "$WORK/bin/fsyncbench" ] || [ "$HERE/fsyncbench.c" -nt "$WORK/bin/fsyncbench" ]; then
+        cc -O2 -Wall -o "$WORK/bin/fsyncbench" "$HERE/fsyncbench.c" || { echo "bench: cannot build fsyncbench" >&2; exit 2; }
+    fi
+    # The baseline archive for process start-up, and the current index schema (a kept
+    # synthetic archive with another schema is rebuilt).
+    rm -rf "$WORK/empty-archive" "$WORK/empty-dir"
+    mkdir -p "$WORK/empty-dir"
+    "$BIN" ingest "$WORK/empty-archive" "$WORK/empty-dir" >/dev/null 2>"$LOGS/empty.log"
+    local rc=$?
+    if [ "$rc" -ge 2 ] || [ ! -f "$WORK/empty-archive/index.db" ]; then
+        fail setup "cannot create an empty archive with dicomfs ingest (exit $rc)"
+        SCHEMA=unknown
+    else
+        SCHEMA=$(sqlite3 "$WORK/empty-archive/index.db" .schema | hash_of /dev/stdin)
+    fi
+}
+
+step_dataset() {
+    local key="${DS_ARGS[*]} gen=$(hash_of "$HERE/gen_dataset.py")"
+    DS=$WORK/dataset-$(echo "$key" | sha256sum | cut -c1-12)
+    if [ -f "$DS/manifest.json" ] && [ "$(cat "$DS/key" 2>/dev/null)" = "$key" ]; then
+        log "dataset: reusing $DS"
+    else
+        log "dataset: generating into $DS (${DS_ARGS[*]})"
+        rm -rf "$DS" "$DS.tmp"
+        local t0; t0=$(now_ns)
+        "$PY" "$HERE/gen_dataset.py" "$DS.tmp" "${DS_ARGS[@]}" >/dev/null || { echo "bench: gen_dataset.py failed" >&2; exit 2; }
+        echo "$key" >"$DS.tmp/key"
+        mv "$DS.tmp" "$DS"
+        log "dataset: generated in $(secs "$t0" "$(now_ns)") s"
+    fi
+    record kind=dataset dir="$DS" manifest:="$(cat "$DS/manifest.json")"
+}
+
+step_limits() {
+    local set list out r
+    for set in small large; do
+        list=$WORK/list-$set.txt
+        find "$DS/$set" -type f | sort >"$list"
+        warm "$DS/$set"
+        for r in $(seq "$REPS"); do
+            rm -rf "$WORK/limit-copy" && mkdir -p "$WORK/limit-copy"
+            sync
+            log "limits $set ($r/$REPS): copy with fsync per file"
+            out=$("$WORK/bin/fsyncbench" copy "$WORK/limit-copy" "$list") &&
+                record kind=limit set="$set" run="$r" result:="$out" || fail "limits $set" "fsyncbench copy failed"
+            rm -rf "$WORK/limit-copy"
+            sync
+            log "limits $set ($r/$REPS): sequential write, one fdatasync"
+            out=$("$WORK/bin/fsyncbench" seq "$WORK/limit-seq.bin" "$list") &&
+                record kind=limit set="$set" run="$r" result:="$out" || fail "limits $set" "fsyncbench seq failed"
+            rm -f "$WORK/limit-seq.bin"
+            sync
+        done
+    done
+}
+
+step_ingest() {
+    local r
+    for r in $(seq "$REPS"); do # the last small archive stays: it is the query archive
+        RUN=$r ingest_archive small "$WORK/archive-small" "$DS/small"
+        RUN=$r ingest_archive large "$WORK/archive-large" "$DS/large"
+        rm -rf "$WORK/archive-large" # 260 MB; only its figures are kept
+    done
+}
+
+step_queries() {
+    local n
+    n=$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["sets"]["small"]["files"])' "$DS/manifest.json")
+    query_latency bench "$WORK/archive-small" "$DS/queries.json" "$n"
+}
+
+# synth_archive N — builds (or reuses) WORK/synth-N/archive; records kind=ingest.
+synth_archive() {
+    local n=$1 dir=$WORK/synth-$1
+    local key="n=$n gen=$(hash_of "$HERE/gen_synth.py") schema=$SCHEMA"
+    if [ "${BENCH_REBUILD:-0}" != 1 ] && [ -f "$dir/ready" ] && [ "$(cat "$dir/ready")" = "$key" ]; then
+        log "scale $n: reusing $dir/archive (built $(stat -c %y "$dir/ready" | cut -d. -f1))"
+        "$PY" -c 'import json,sys; o=json.load(open(sys.argv[1])); o["reused"]=True; print(json.dumps(o))' \
+            "$dir/ingest.json" >>"$RESULTS"
+        return 0
+    fi
+    local need_kb=$((n * 10)) avail_kb
+    avail_kb=$(df --output=avail -k "$WORK" | tail -n1)
+    if [ "$avail_kb" -lt "$need_kb" ]; then
+        fail "scale $n" "needs ~$((need_kb / 1048576)) GB free, have $((avail_kb / 1048576)) GB"
+        return 1
+    fi
+    rm -rf "$dir" && mkdir -p "$dir"
+    log "scale $n: generating $n synthetic instances"
+    local t0; t0=$(now_ns)
+    "$PY" "$HERE/gen_synth.py" "$dir" "$n" >/dev/null || { fail "scale $n" "gen_synth.py failed"; return 1; }
+    log "scale $n: generated in $(secs "$t0" "$(now_ns)") s"
+    local before; before=$(wc -l <"$RESULTS")
+    ingest_archive "synth-$n" "$dir/archive" "$dir/files"
+    tail -n +"$((before + 1))" "$RESULTS" | grep '"kind": "ingest"' | tail -n1 >"$dir/ingest.json"
+    # Deleting a million files takes minutes on this disk (mounted with discard): done at
+    # the end of the run, out of the way of the measurements.
+    [ "${BENCH_KEEP_SYNTH_FILES:-0}" = 1 ] || LATER_RM+=("$dir/files")
+    if grep -q '"kind": "error"' <(tail -n +"$((before + 1))" "$RESULTS"); then
+        return 1
+    fi
+    echo "$key" >"$dir/ready"
+}
+
+step_scales() {
+    local n
+    for n in $SCALES; do
+        synth_archive "$n" || continue
+        query_latency "synth-$n" "$WORK/synth-$n/archive" "$WORK/synth-$n/queries.json" "$n"
+    done
+}
+
+step_report() {
+    local d
+    for d in "$WORK"/dataset-* "$WORK"/archive-small "$WORK"/synth-*/archive; do
+        [ -e "$d" ] && record kind=disk path="$d" bytes="$(du -s -B1 "$d" | cut -f1)"
+    done
+    "$PY" "$HERE/report.py" "$RESULTS" "$OUT_JSON" || CRASHED=1
+}
+
+step_setup
+step_dataset
+step_limits
+step_ingest
+step_queries
+step_scales
+step_report
+if [ ${#LATER_RM[@]} -gt 0 ]; then
+    log "removing synthetic source files: ${LATER_RM[*]}"
+    rm -rf "${LATER_RM[@]}"
+fi
+[ "$CRASHED" = 0 ] || { log "a step crashed; see above and $LOGS"; exit 1; }
+exit 0

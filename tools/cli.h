@@ -1,0 +1,22 @@
+/* cli.h — the subcommands of the dicomfs program (one file each, or a few per file).
+ * Each returns the process exit status: 0 success, 1 the operation found problems,
+ * 2 usage error or the archive could not be opened. */
+#ifndef DICOMFS_CLI_H
+#define DICOMFS_CLI_H
+
+#include <stdbool.h>
+
+#include "store.h"
+
+int cmd_ingest(int argc, char **argv);
+int cmd_find(int argc, char **argv);
+int cmd_metadata(int argc, char **argv);
+int cmd_delete(int argc, char **argv);
+int cmd_changes(int argc, char **argv);
+int cmd_fsck(int argc, char **argv);
+
+/* Opens ARCHIVE or prints why not (prefixed with the command's name). */
+store_t *cli_open(const char *cmd, const char *archive, bool create);
+bool cli_wants_help(int argc, char **argv);
+
+#endif
