@@ -107,15 +107,16 @@ static size_t check_objects(store_t *s, db_t *db, const logger *l, bool repair, 
 
 static void check_derived(db_t *db, const logger *l, store_fsck_report *r)
 {
-    r->bad_index += problems(db, l, "PRAGMA quick_check", "index integrity");
-    /* quick_check prints "ok" when fine. */
-    if (r->bad_index == 1) {
-        sqlite3_stmt *st = NULL;
-        sqlite3_prepare_v2(db->h, "PRAGMA quick_check", -1, &st, NULL);
-        if (st && sqlite3_step(st) == SQLITE_ROW && strcmp((const char *)sqlite3_column_text(st, 0), "ok") == 0)
-            r->bad_index = 0;
-        sqlite3_finalize(st);
+    /* quick_check answers one row "ok" when the file is sound. */
+    sqlite3_stmt *st = NULL;
+    sqlite3_prepare_v2(db->h, "PRAGMA quick_check", -1, &st, NULL);
+    while (st && sqlite3_step(st) == SQLITE_ROW) {
+        const char *row = (const char *)sqlite3_column_text(st, 0);
+        if (strcmp(row, "ok") == 0) continue;
+        r->bad_index++;
+        say(l, "index integrity: %s", row);
     }
+    sqlite3_finalize(st);
     r->bad_index += problems(db, l,
         "SELECT uid FROM study st WHERE instance_count <> (SELECT count(*) FROM instance WHERE study=st.key)"
         " OR series_count <> (SELECT count(*) FROM series WHERE study=st.key)"

@@ -586,6 +586,12 @@ static int dresser_open(dresser *d, db_t *db)
     return rc;
 }
 
+static int cmp_tag(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return x < y ? -1 : x > y;
+}
+
 /* ---- Entry point ------------------------------------------------------------------ */
 
 /* Resolves the URL's study/series to keys; 0 when they do not exist (no results). */
@@ -629,6 +635,8 @@ store_status store_find(store_t *s, const store_query *q, store_find_result *res
     if (st == STORE_OK && n > 0) {
         uint32_t tags[512];
         size_t n_tags = return_set(q, &pq, tags, 512);
+        /* Insert in tag order, so the output is ordered without sorting nested keys. */
+        qsort(tags, n_tags, sizeof tags[0], cmp_tag);
         dresser d;
         if (dresser_open(&d, db) != SQLITE_OK) {
             st = store_seterr(err, STORE_EIO, "index: %s", sqlite3_errmsg(db->h));
@@ -642,7 +650,7 @@ store_status store_find(store_t *s, const store_query *q, store_find_result *res
     free_query(&pq);
     if (st == STORE_OK) {
         res->count = json_array_size(array);
-        res->json = json_dumps(array, JSON_COMPACT | JSON_SORT_KEYS);
+        res->json = json_dumps(array, JSON_COMPACT);
         if (!res->json) abort();
     }
     json_decref(array);

@@ -1,0 +1,240 @@
+/* store_ingest.c — the store's ingest rules (the reference's STOW-RS v1/v2 validation),
+ * durability bookkeeping and precomputed data. Each block is named after its rule. */
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "testlib.h"
+
+#define CT_STUDY "1.3.6.1.4.1.5962.1.2.1.20040119072730.12322"
+#define CT_SERIES "1.3.6.1.4.1.5962.1.3.1.1.20040119072730.12322"
+#define CT_SOP "1.3.6.1.4.1.5962.1.1.1.1.1.20040119072730.12322"
+
+static void valid_instance_is_stored_with_metadata(store_t *s)
+{
+    store_ingest_result r = test_ingest(s, CORPUS "/CT_small.dcm", NULL);
+    CHECK(r.status == STORE_OK && r.failure_reason == 0 && r.warning_reason == 0, "CT_small stored cleanly: %d %d %s",
+          r.status, r.failure_reason, r.message);
+    CHECK(strcmp(r.study_uid, CT_STUDY) == 0 && strcmp(r.sop_instance_uid, CT_SOP) == 0, "result carries the UIDs");
+    CHECK(r.watermark > 0, "a watermark is assigned");
+    store_ingest_result_clear(&r);
+
+    char *json = NULL, etag[64];
+    size_t len;
+    CHECK(store_metadata(s, NULL, CT_STUDY, NULL, NULL, &json, &len, etag, NULL) == STORE_OK, "study metadata found");
+    CHECK(json && json[0] == '[' && strstr(json, "\"00100010\":{\"vr\":\"PN\",\"Value\":[{\"Alphabetic\":\"CompressedSamples^CT1\"}]}"),
+          "metadata holds PatientName as DICOM JSON");
+    CHECK(json && !strstr(json, "\"7FE00010\""), "metadata leaves out PixelData");
+    CHECK(json && !strstr(json, "\"00020010\""), "metadata leaves out the file meta group");
+    CHECK(strchr(etag, '-') != NULL, "a study ETag is watermark-count: %s", etag);
+    free(json);
+
+    store_instance *in = NULL;
+    size_t n = 0;
+    CHECK(store_instances(s, NULL, CT_STUDY, CT_SERIES, CT_SOP, &in, &n, NULL) == STORE_OK && n == 1, "instance listed");
+    if (n == 1) {
+        CHECK(strcmp(in[0].transfer_syntax, "1.2.840.10008.1.2.1") == 0, "transfer syntax recorded: %s", in[0].transfer_syntax);
+        int fd = store_open_object(s, &in[0]);
+        CHECK(fd >= 0, "object file opens");
+        char a[4096], b[4096];
+        FILE *orig = fopen(CORPUS "/CT_small.dcm", "rb");
+        ssize_t na = read(fd, a, sizeof a);
+        size_t nb = fread(b, 1, sizeof b, orig);
+        CHECK(na > 0 && (size_t)na == nb && memcmp(a, b, nb) == 0, "stored bytes are the original bytes");
+        fclose(orig);
+        close(fd);
+        store_range *rg = NULL;
+        size_t nr = 0;
+        CHECK(store_frame_ranges(s, &in[0], 1, &rg, &nr, NULL) == STORE_OK && nr == 1, "native frame 1 has one range");
+        if (nr == 1) {
+            /* Explicit VR: (7FE0,0010) "OW" 00 00 length, then the frame. */
+            unsigned char h[12];
+            int f2 = store_open_object(s, &in[0]);
+            bool ok = pread(f2, h, 12, (off_t)rg[0].offset - 12) == 12;
+            close(f2);
+            CHECK(ok && rg[0].length == 128 * 128 * 2 && memcmp(h, "\xe0\x7f\x10\x00OW\0\0\x00\x80\x00\x00", 12) == 0,
+                  "frame 1 follows the PixelData header (off %llu len %llu)", (unsigned long long)rg[0].offset,
+                  (unsigned long long)rg[0].length);
+        }
+        free(rg);
+        CHECK(store_frame_ranges(s, &in[0], 2, &rg, &nr, NULL) == STORE_ENOTFOUND, "frame 2 of a 1-frame instance is not found");
+    }
+    free(in);
+}
+
+static void duplicate_gives_45070_and_changes_nothing(store_t *s)
+{
+    int64_t head = store_changefeed_head(s);
+    long studies = test_find_count(s, STORE_LEVEL_INSTANCE, NULL, NULL);
+    store_ingest_result r = test_ingest(s, CORPUS "/CT_small.dcm", NULL);
+    CHECK(r.status == STORE_EEXIST && r.failure_reason == 45070, "second copy fails with 45070: %d", r.failure_reason);
+    store_ingest_result_clear(&r);
+    CHECK(store_changefeed_head(s) == head, "no change-feed row for the duplicate");
+    CHECK(test_find_count(s, STORE_LEVEL_INSTANCE, NULL, NULL) == studies, "instance count unchanged");
+}
+
+static void expect_failure(store_t *s, const char *path, int reason, const char *rule, const store_ingest_opts *o)
+{
+    int64_t head = store_changefeed_head(s);
+    store_ingest_result r = test_ingest(s, path, o);
+    CHECK(r.status != STORE_OK && r.failure_reason == reason, "%s: got %d (%s)", rule, r.failure_reason, r.message);
+    CHECK(r.message[0] != 0, "%s: the rejection says why", rule);
+    store_ingest_result_clear(&r);
+    CHECK(store_changefeed_head(s) == head, "%s: nothing was indexed", rule);
+}
+
+static void bad_input_is_rejected_with_reason(store_t *s)
+{
+    expect_failure(s, test_write("text.dcm", "hello, this is not DICOM at all\n", 32), 272, "text file gives 272", NULL);
+    expect_failure(s, test_write("empty.dcm", "", 0), 272, "empty file gives 272", NULL);
+    expect_failure(s, CORPUS "/MR_truncated.dcm", 272, "truncated file gives 272", NULL);
+    expect_failure(s, test_make("CT_small.dcm", "nostudy.dcm", "-ea '(0020,000D)'"), 43264,
+                   "missing StudyInstanceUID gives 43264", NULL);
+    expect_failure(s, test_make("CT_small.dcm", "badsop.dcm", "-m '(0008,0018)=1.2.3a'"), 43264,
+                   "SOPInstanceUID with a letter gives 43264", NULL);
+    expect_failure(s, test_make("CT_small.dcm", "dotuid.dcm", "-m '(0020,000E)=1.2.3.'"), 43264,
+                   "UID ending in a dot gives 43264", NULL);
+    char long_uid[80];
+    memset(long_uid, '1', 65);
+    long_uid[65] = 0;
+    char args[200];
+    snprintf(args, sizeof args, "-m '(0008,0018)=%s'", long_uid);
+    expect_failure(s, test_make("CT_small.dcm", "longuid.dcm", args), 43264, "65-character UID gives 43264", NULL);
+    expect_failure(s, test_make("CT_small.dcm", "nopid.dcm", "-ea '(0010,0020)' -m '(0008,0018)=1.2.3.4.1'"), 43264,
+                   "missing PatientID gives 43264", NULL);
+    store_ingest_opts other = {.expected_study_uid = "1.2.3.4.5"};
+    expect_failure(s, test_make("CT_small.dcm", "other.dcm", "-m '(0008,0018)=1.2.3.4.2'"), 43264,
+                   "instance of another study than the request's gives 43264", &other);
+    expect_failure(s, CORPUS "/dicomdirtests/DICOMDIR", 272, "a DICOMDIR is not an instance", NULL);
+    store_ingest_result r = test_ingest(s, CORPUS "/dicomdirtests/DICOMDIR", NULL);
+    CHECK(r.dicomdir, "a DICOMDIR is recognised as such");
+    store_ingest_result_clear(&r);
+}
+
+static void empty_patient_id_v2_ok_v1_fails(store_t *s)
+{
+    const char *p = test_make("CT_small.dcm", "emptypid.dcm", "-m '(0010,0020)=' -m '(0008,0018)=1.2.3.4.3'");
+    store_ingest_opts v1 = {.api_version = 1};
+    expect_failure(s, p, 43264, "v1: empty PatientID gives 43264", &v1);
+    store_ingest_result r = test_ingest(s, p, NULL);
+    CHECK(r.status == STORE_OK, "v2: empty PatientID is accepted: %s", r.message);
+    store_ingest_result_clear(&r);
+}
+
+static void expected_study_matches_ignoring_case_and_trailing_spaces(store_t *s)
+{
+    const char *p = test_make("CT_small.dcm", "same.dcm", "-m '(0008,0018)=1.2.3.4.4'");
+    store_ingest_opts o = {.expected_study_uid = CT_STUDY "  "};
+    store_ingest_result r = test_ingest(s, p, &o);
+    CHECK(r.status == STORE_OK, "matching study in the request is accepted: %s", r.message);
+    store_ingest_result_clear(&r);
+}
+
+static void invalid_attribute_warns_and_is_left_out(store_t *s)
+{
+    const char *p = test_make("CT_small.dcm", "baddate.dcm",
+                              "-m '(0008,0018)=1.2.3.4.5' -m '(0020,000D)=1.2.3.4.50' -m '(0008,0020)=2020-09-22'");
+    store_ingest_result r = test_ingest(s, p, NULL);
+    CHECK(r.status == STORE_OK && r.warning_reason == 1, "v2: invalid StudyDate stores with warning 1 (%d)", r.warning_reason);
+    CHECK(r.failed_attributes && strstr(r.failed_attributes, "DICOM100: (0008,0020)"),
+          "the warning names the attribute: %s", r.failed_attributes ? r.failed_attributes : "(none)");
+    store_ingest_result_clear(&r);
+    char *json = NULL, etag[64];
+    size_t len;
+    store_metadata(s, NULL, "1.2.3.4.50", NULL, NULL, &json, &len, etag, NULL);
+    CHECK(json && !strstr(json, "\"00080020\""), "the invalid StudyDate is not in the metadata");
+    CHECK(json && strstr(json, "\"00100010\""), "the valid attributes are");
+    free(json);
+    CHECK(test_find_count(s, STORE_LEVEL_STUDY, "StudyDate", "20200922") == 0, "the invalid StudyDate is not indexed");
+    CHECK(test_find_count(s, STORE_LEVEL_STUDY, "StudyInstanceUID", "1.2.3.4.50") == 1, "the study is searchable");
+
+    store_ingest_opts v1 = {.api_version = 1};
+    p = test_make("CT_small.dcm", "baddate1.dcm", "-m '(0008,0018)=1.2.3.4.6' -m '(0008,0020)=2020-09-22'");
+    expect_failure(s, p, 43264, "v1: an invalid indexed attribute gives 43264", &v1);
+}
+
+static void implicit_vr_warns_45063(store_t *s)
+{
+    store_ingest_result r = test_ingest(s, CORPUS "/rtplan.dcm", NULL);
+    CHECK(r.status == STORE_OK && r.warning_reason == 45063, "implicit VR stores with warning 45063 (%d %s)",
+          r.warning_reason, r.message);
+    store_ingest_result_clear(&r);
+}
+
+static void encapsulated_frames_point_at_fragments(store_t *s)
+{
+    store_ingest_result r = test_ingest(s, CORPUS "/SC_rgb_rle_2frame.dcm", NULL);
+    CHECK(r.status == STORE_OK, "RLE 2-frame stored: %s", r.message);
+    store_instance *in = NULL;
+    size_t n = 0;
+    store_instances(s, NULL, r.study_uid, r.series_uid, r.sop_instance_uid, &in, &n, NULL);
+    CHECK(n == 1 && in[0].frames == 2, "two frames recorded");
+    for (uint32_t f = 1; n == 1 && f <= 2; f++) {
+        store_range *rg = NULL;
+        size_t nr = 0;
+        CHECK(store_frame_ranges(s, &in[0], f, &rg, &nr, NULL) == STORE_OK && nr == 1, "RLE frame %u has one fragment", f);
+        if (nr == 1) {
+            /* An RLE fragment starts with its 64-byte header: 3 segments for RGB. */
+            unsigned char hdr[8] = {0};
+            int fd = store_open_object(s, &in[0]);
+            CHECK(pread(fd, hdr, 8, (off_t)rg[0].offset) == 8 && hdr[0] == 3 && hdr[1] == 0 && hdr[4] == 64,
+                  "frame %u begins with an RLE header", f);
+            close(fd);
+        }
+        free(rg);
+    }
+    free(in);
+    store_ingest_result_clear(&r);
+
+    r = test_ingest(s, CORPUS "/JPEG-lossy.dcm", NULL);
+    in = NULL;
+    n = 0;
+    store_instances(s, NULL, r.study_uid, r.series_uid, r.sop_instance_uid, &in, &n, NULL);
+    store_range *rg = NULL;
+    size_t nr = 0;
+    if (n == 1 && store_frame_ranges(s, &in[0], 1, &rg, &nr, NULL) == STORE_OK && nr >= 1) {
+        unsigned char soi[2];
+        int fd = store_open_object(s, &in[0]);
+        CHECK(pread(fd, soi, 2, (off_t)rg[0].offset) == 2 && soi[0] == 0xFF && soi[1] == 0xD8, "a JPEG frame starts with SOI");
+        close(fd);
+    } else {
+        CHECK(0, "JPEG-lossy frame 1 has ranges");
+    }
+    free(rg);
+    free(in);
+    store_ingest_result_clear(&r);
+}
+
+static void charset_is_converted_to_utf8(store_t *s)
+{
+    store_ingest_result r = test_ingest(s, "/usr/lib/python3/dist-packages/pydicom/data/charset_files/chrGerm.dcm", NULL);
+    CHECK(r.status == STORE_OK, "chrGerm stored: %s", r.message);
+    char *json = NULL, etag[64];
+    size_t len;
+    store_metadata(s, NULL, r.study_uid, NULL, NULL, &json, &len, etag, NULL);
+    CHECK(json && strstr(json, "\xc3\x84neas^R\xc3\xbc" "diger"), "Latin-1 name is UTF-8 in the metadata");
+    CHECK(json && strstr(json, "ISO_IR 192"), "SpecificCharacterSet says UTF-8");
+    free(json);
+    CHECK(test_find_count(s, STORE_LEVEL_STUDY, "PatientName", "aneas^rudiger") == 1, "accents and case are ignored in matching");
+    store_ingest_result_clear(&r);
+}
+
+int main(void)
+{
+    store_t *s = test_archive("a");
+    if (!s) return 1;
+    valid_instance_is_stored_with_metadata(s);
+    duplicate_gives_45070_and_changes_nothing(s);
+    bad_input_is_rejected_with_reason(s);
+    empty_patient_id_v2_ok_v1_fails(s);
+    expected_study_matches_ignoring_case_and_trailing_spaces(s);
+    invalid_attribute_warns_and_is_left_out(s);
+    implicit_vr_warns_45063(s);
+    encapsulated_frames_point_at_fragments(s);
+    charset_is_converted_to_utf8(s);
+
+    store_fsck_report rep;
+    CHECK(store_fsck(s, false, NULL, NULL, &rep, NULL) == STORE_OK, "fsck is clean after all of the above");
+    store_close(s);
+    return test_summary();
+}
