@@ -3,18 +3,24 @@
  *
  *   BEGIN IMMEDIATE; insert each item's rows (a savepoint each: a duplicate fails alone)
  *   write the pending list (names about to appear in objects/, for crash repair)
- *   sync the data        (fdatasync per file for 1-2 items, else one syncfs)
  *   rename tmp -> objects/xx/<name>.dcm
- *   sync the renames     (fsync of each directory for 1-2 items, else one syncfs)
- *   COMMIT               (SQLite syncs the WAL)  ==> acknowledged
+ *   sync data and renames (fdatasync + directory fsync per file for 1-2 items, else
+ *                          one syncfs for the whole group)
+ *   COMMIT                (SQLite syncs the WAL)  ==> acknowledged
  *
- * So N instances that arrive together cost about three syncs, not 2N. A crash before
- * COMMIT leaves objects that no row names; the pending list lets repair remove them. */
+ * So N instances that arrive together cost two syncs, not 2N. Nothing reads an object
+ * before its row commits, so renaming before the sync is safe; a crash before COMMIT
+ * leaves objects that no row names, and the pending list lets repair remove them.
+ *
+ * While other uploads are still being received, or a caller announced more items
+ * (store_expect), the thread waits a moment (at most GATHER_US) for them to join the
+ * group; one client's lone upload is never delayed. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -22,6 +28,8 @@
 #define QUEUE_MAX 512  /* items waiting; submitters block beyond this (back-pressure) */
 #define GROUP_MAX 1000 /* items in one transaction */
 #define FEW 2          /* up to this many items, per-file syncs beat syncfs */
+#define GATHER_US 2000 /* longest wait for uploads in progress to join a group */
+#define GATHER_MIN 64  /* a group this large goes at once */
 
 static void reject_all(store_item **v, size_t n, store_status st, const char *msg)
 {
@@ -29,18 +37,11 @@ static void reject_all(store_item **v, size_t n, store_status st, const char *ms
         item_reject(v[i], st, STORE_FAIL_PROCESSING, "the archive could not store the instance: %s", msg);
 }
 
-static int sync_data(store_t *s, store_item **v, size_t n, int pending_fd)
-{
-    if (n > FEW) return syncfs(s->dirfd);
-    for (size_t i = 0; i < n; i++)
-        if (fdatasync(v[i]->fd) != 0) return -1;
-    return fsync(pending_fd);
-}
-
-static int sync_renames(store_t *s, store_item **v, size_t n)
+static int sync_group(store_t *s, store_item **v, size_t n)
 {
     if (n > FEW) return syncfs(s->dirfd);
     for (size_t i = 0; i < n; i++) {
+        if (fdatasync(v[i]->fd) != 0) return -1;
         char dir[PATH_MAX];
         snprintf(dir, sizeof dir, "%s/%.10s", s->dir, v[i]->object); /* objects/xx */
         int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -67,13 +68,13 @@ static void make_durable(store_t *s, db_t *db, store_item **v, size_t n)
     free(names);
     const char *failed = NULL;
     size_t renamed = 0;
-    if (pfd < 0 || sync_data(s, v, n, pfd) != 0) failed = strerror(errno);
+    if (pfd < 0) failed = strerror(errno);
     for (; !failed && renamed < n; renamed++) {
         char to[PATH_MAX];
         store_path(s, v[renamed]->object, to);
         if (rename(v[renamed]->tmp, to) != 0) failed = strerror(errno);
     }
-    if (!failed && sync_renames(s, v, n) != 0) failed = strerror(errno);
+    if (!failed && sync_group(s, v, n) != 0) failed = strerror(errno);
     store_err err;
     if (!failed && db_exec(db, "COMMIT", &err) != SQLITE_OK) failed = err.msg;
     if (failed) {
@@ -127,6 +128,20 @@ static void commit_group(store_t *s, store_item **v, size_t n)
     pthread_mutex_unlock(&s->write_lock);
 }
 
+/* Waits (q_lock held) while uploads in progress may still join the group. */
+static void gather(store_t *s)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_nsec += GATHER_US * 1000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    while (!s->q_stop && s->q_len < GATHER_MIN && (atomic_load(&s->uploads_open) > 0 || atomic_load(&s->expected) > 0))
+        if (pthread_cond_timedwait(&s->q_cond, &s->q_lock, &until) != 0) break;
+}
+
 static void *commit_thread(void *arg)
 {
     store_t *s = arg;
@@ -137,6 +152,7 @@ static void *commit_thread(void *arg)
     for (;;) {
         while (!s->q_head && !s->q_stop) pthread_cond_wait(&s->q_cond, &s->q_lock);
         if (!s->q_head) break;
+        gather(s);
         size_t n = 0;
         while (s->q_head && n < GROUP_MAX) {
             group[n++] = s->q_head;
@@ -164,6 +180,9 @@ void store_commit_async(store_t *s, store_item *item, store_done_fn done, void *
     item->done = done;
     item->ctx = ctx;
     item->next = NULL;
+    long left = atomic_load(&s->expected);
+    while (left > 0 && !atomic_compare_exchange_weak(&s->expected, &left, left - 1)) {
+    }
     if (item->final) { /* rejected before commit: nothing to wait for */
         done(item, ctx);
         return;
@@ -185,6 +204,14 @@ void store_commit_async(store_t *s, store_item *item, store_done_fn done, void *
         s->q_head = item;
     s->q_tail = item;
     s->q_len++;
+    pthread_cond_signal(&s->q_cond);
+    pthread_mutex_unlock(&s->q_lock);
+}
+
+void store_expect(store_t *s, long n)
+{
+    atomic_store(&s->expected, n > 0 ? n : 0);
+    pthread_mutex_lock(&s->q_lock);
     pthread_cond_signal(&s->q_cond);
     pthread_mutex_unlock(&s->q_lock);
 }

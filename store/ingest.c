@@ -216,6 +216,7 @@ store_item *store_upload_finish(store_upload *up, const store_ingest_opts *o)
     store_t *s = up->store;
     bool failed = up->failed;
     free(up);
+    upload_done(s);
     if (failed)
         item_reject(item, STORE_EIO, STORE_FAIL_PROCESSING, "the upload could not be written to the archive's disk");
     else

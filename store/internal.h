@@ -10,6 +10,7 @@
 #include <jansson.h>
 #include <limits.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <sqlite3.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -89,6 +90,8 @@ struct store {
     pthread_cond_t q_space; /* the queue has room again */
     store_item *q_head, *q_tail;
     size_t q_len;
+    atomic_int uploads_open; /* uploads begun and not yet finished: may join a group */
+    atomic_long expected;    /* items announced by store_expect() and not yet queued */
     bool q_stop, q_running;
     pthread_t q_thread;
 };
@@ -175,6 +178,7 @@ size_t store_repair(store_t *s); /* applies the repair rule; returns files remov
 int pending_write(store_t *s, const char *const *names, size_t n, bool sync, char out[PATH_MAX]);
 
 /* upload.c */
+void upload_done(store_t *s); /* an upload was finished or aborted */
 struct store_upload {
     store_t *store;
     int fd;

@@ -115,6 +115,11 @@ void store_commit(store_t *store, store_item **items, size_t n);
 typedef void (*store_done_fn)(store_item *item, void *ctx);
 void store_commit_async(store_t *store, store_item *item, store_done_fn done, void *ctx);
 
+/* Announces N items that will be committed soon (a folder being ingested): the commit
+ * thread then waits briefly to gather them into larger groups. Each item handed to
+ * store_commit_async() afterwards counts one down; store_expect(store, 0) cancels. */
+void store_expect(store_t *store, long n);
+
 /* Conveniences: upload all of FD (from its current offset) or of PATH, finish, commit.
  * The result must be cleared with store_ingest_result_clear(). */
 store_status store_ingest_fd(store_t *store, int fd, const store_ingest_opts *opts,

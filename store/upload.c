@@ -9,6 +9,16 @@
 
 #include "internal.h"
 
+/* An upload stops counting as "may join the next group" when finished or aborted. */
+void upload_done(store_t *s)
+{
+    if (atomic_fetch_sub(&s->uploads_open, 1) == 1) {
+        pthread_mutex_lock(&s->q_lock);
+        pthread_cond_signal(&s->q_cond);
+        pthread_mutex_unlock(&s->q_lock);
+    }
+}
+
 store_upload *store_upload_begin(store_t *s, store_err *err)
 {
     store_upload *up = calloc(1, sizeof *up);
@@ -23,6 +33,7 @@ store_upload *store_upload_begin(store_t *s, store_err *err)
         free(up);
         return NULL;
     }
+    atomic_fetch_add(&s->uploads_open, 1);
     return up;
 }
 
@@ -68,6 +79,7 @@ long store_upload_pread(store_upload *up, void *buf, size_t len, uint64_t off)
 void store_upload_abort(store_upload *up)
 {
     if (!up) return;
+    upload_done(up->store);
     close(up->fd);
     unlink(up->path);
     free(up);

@@ -263,6 +263,7 @@ int cmd_ingest(int argc, char **argv)
     if (!r.store) return 2;
     for (int i = optind + 1; i < argc; i++) walk(&r.files, argv[i], 0);
     r.progress = !r.json && isatty(2);
+    store_expect(r.store, (long)r.files.n);
     pthread_mutex_init(&r.turn_lock, NULL);
     pthread_cond_init(&r.turn_cond, NULL);
     pthread_mutex_init(&r.out_lock, NULL);
