@@ -1,6 +1,7 @@
 # The two commands of the README, and a few conveniences. CMake does the real build.
 BUILD   ?= build
 ARCHIVE ?= ./archive
+INBOX   ?= ./inbox
 JOBS    ?= $(shell nproc)
 
 .PHONY: all deps test-deps build run test bench asan clean
@@ -17,8 +18,12 @@ build: deps
 	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 	@cmake --build $(BUILD) -j $(JOBS)
 
+# Until the HTTP and FUSE faces land, "running the archive" means: store what is in
+# $(INBOX), then list the archive's studies.
 run: build
-	$(BUILD)/dicomfs run $(ARCHIVE)
+	@mkdir -p $(INBOX)
+	@$(BUILD)/dicomfs ingest $(ARCHIVE) $(INBOX)
+	@$(BUILD)/dicomfs find $(ARCHIVE) includefield=NumberOfStudyRelatedInstances,ModalitiesInStudy
 
 test: test-deps build
 	@cd $(BUILD) && ctest --output-on-failure -j $(JOBS)

@@ -3,6 +3,7 @@
 
 #include <ctype.h>
 #include <locale.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,16 +54,16 @@ static char *encode(char *o, uint32_t cp)
     return o;
 }
 
+static locale_t utf8;
+static pthread_once_t utf8_once = PTHREAD_ONCE_INIT;
+
+static void utf8_init(void) { utf8 = newlocale(LC_CTYPE_MASK, "C.UTF-8", (locale_t)0); }
+
+/* For case folding beyond Latin; (locale_t)0 when the system has no C.UTF-8. */
 static locale_t utf8_locale(void)
 {
-    static locale_t loc;
-    static int tried;
-    if (!__atomic_load_n(&tried, __ATOMIC_ACQUIRE)) {
-        locale_t l = newlocale(LC_CTYPE_MASK, "C.UTF-8", (locale_t)0);
-        __atomic_store_n(&loc, l, __ATOMIC_RELEASE); /* a second racing thread leaks one locale at most */
-        __atomic_store_n(&tried, 1, __ATOMIC_RELEASE);
-    }
-    return __atomic_load_n(&loc, __ATOMIC_ACQUIRE);
+    pthread_once(&utf8_once, utf8_init);
+    return utf8;
 }
 
 char *norm_fold(const char *in)
