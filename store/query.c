@@ -147,6 +147,8 @@ static store_status parse_range(filter *f, const char *v, norm_fn norm, const ch
             return store_seterr(err, STORE_EINVAL, "'%s' is not a valid %s range", v, what);
         }
     }
+    if (f->values[0] && f->values[1] && strcmp(f->values[0], f->values[1]) > 0)
+        return store_seterr(err, STORE_EINVAL, "the range '%s' ends before it starts", v);
     return STORE_OK;
 }
 
@@ -344,36 +346,30 @@ static void sb_add(sbuf *b, const char *fmt, ...)
 
 static const char *const ix_name[] = {"ix_text", "ix_word", "ix_int", "ix_real"};
 
-/* One filter as a condition on COLUMN; its values are bound in order by bind_filter. */
-static void filter_sql(sbuf *b, const filter *f, const char *column)
+/* The value condition of a filter (on ix_*.value); its values are bound by bind_filter. */
+static void value_sql(sbuf *b, const filter *f)
 {
-    const char *t = ix_name[f->table];
-    if (f->kind == M_FUZZY) {
-        for (size_t k = 0; k < f->n_values; k++)
-            sb_add(b, " AND %s IN (SELECT key FROM %s WHERE tag=%u AND value GLOB ?)", column, t, f->tag);
-        return;
-    }
-    sb_add(b, " AND %s IN (SELECT key FROM %s WHERE tag=%u AND ", column, t, f->tag);
     switch (f->kind) {
     case M_LIST:
         sb_add(b, "value IN (");
         for (size_t k = 0; k < f->n_values; k++) sb_add(b, k ? ",?" : "?");
-        sb_add(b, "))");
+        sb_add(b, ")");
         break;
     case M_RANGE:
-        if (f->values[0] && f->values[1]) sb_add(b, "value BETWEEN ? AND ?)");
-        else if (f->values[0]) sb_add(b, "value >= ?)");
-        else sb_add(b, "value <= ?)");
+        if (f->values[0] && f->values[1]) sb_add(b, "value BETWEEN ? AND ?");
+        else if (f->values[0]) sb_add(b, "value >= ?");
+        else sb_add(b, "value <= ?");
         break;
     case M_WILDCARD:
-        sb_add(b, "value GLOB ?)");
+    case M_FUZZY:
+        sb_add(b, "value GLOB ?");
         break;
     default:
-        sb_add(b, "value = ?)");
+        sb_add(b, "value = ?");
     }
 }
 
-static void bind_filter(sqlite3_stmt *st, int *i, const filter *f)
+static void bind_values(sqlite3_stmt *st, int *i, const filter *f, size_t from, size_t to)
 {
     if (f->table == IX_INT && f->kind == M_EXACT) {
         sqlite3_bind_int64(st, (*i)++, f->number);
@@ -383,30 +379,66 @@ static void bind_filter(sqlite3_stmt *st, int *i, const filter *f)
         sqlite3_bind_double(st, (*i)++, f->real);
         return;
     }
-    for (size_t k = 0; k < f->n_values; k++)
+    for (size_t k = from; k < to; k++)
         if (f->values[k]) sqlite3_bind_text(st, (*i)++, f->values[k], -1, SQLITE_STATIC);
 }
 
-/* Keys of the matching entries, newest first, one page. */
+/* How few rows a filter is likely to match: the most selective one drives the query. */
+static int selectivity(const filter *f)
+{
+    switch (f->kind) {
+    case M_LIST: return 0;
+    case M_EXACT: return f->table == IX_TEXT ? 1 : 2;
+    case M_FUZZY: return 3;
+    case M_WILDCARD: return f->values[0][0] == '*' || f->values[0][0] == '?' ? 6 : 4;
+    default: return 5;
+    }
+}
+
+/* Keys of the matching entries, newest first, one page.
+ *
+ * The most selective filter drives: its matching keys are joined to the result level's
+ * table (CROSS JOIN keeps that order), and every other filter is a correlated EXISTS on
+ * the (tag, key) primary key. So the work grows with the matches, not with the archive;
+ * without filters, the recency index gives the first page directly. */
 static store_status find_keys(db_t *db, const store_query *q, const parsed_query *pq, int64_t part,
                               int64_t study, int64_t series, int64_t **keys, size_t *n, store_err *err)
 {
-    static const char *const base[] = {
-        "SELECT st.key FROM study st WHERE st.partition=?",
-        "SELECT se.key FROM series se WHERE se.partition=?",
-        "SELECT i.watermark FROM instance i WHERE i.partition=?",
-    };
+    static const char *const table[] = {"study st", "series se", "instance i"};
+    static const char *const key[] = {"st.key", "se.key", "i.watermark"};
+    static const char *const prefix[] = {"st", "se", "i"};
     static const char *const col[3][3] = {
         {"st.key", NULL, NULL},
         {"se.study", "se.key", NULL},
         {"i.study", "i.series", "i.watermark"},
     };
     static const char *const order[] = {" ORDER BY st.rep DESC", " ORDER BY se.rep DESC", " ORDER BY i.watermark DESC"};
+    const filter *drive = NULL;
+    for (size_t i = 0; i < pq->n_filters; i++)
+        if (!drive || selectivity(&pq->f[i]) < selectivity(drive)) drive = &pq->f[i];
+
     sbuf b = {0};
-    sb_add(&b, "%s", base[q->level]);
+    sb_add(&b, "SELECT %s FROM ", key[q->level]);
+    if (drive) {
+        sb_add(&b, "(SELECT DISTINCT key FROM %s WHERE tag=%u AND ", ix_name[drive->table], drive->tag);
+        value_sql(&b, drive);
+        sb_add(&b, ") f CROSS JOIN %s ON %s=f.key", table[q->level], col[q->level][drive->level]);
+    } else {
+        sb_add(&b, "%s", table[q->level]);
+    }
+    sb_add(&b, " WHERE %s.partition=?", prefix[q->level]);
     if (study) sb_add(&b, " AND %s=%lld", col[q->level][0], (long long)study);
     if (series) sb_add(&b, " AND %s=%lld", col[q->level][1], (long long)series);
-    for (size_t i = 0; i < pq->n_filters; i++) filter_sql(&b, &pq->f[i], col[q->level][pq->f[i].level]);
+    for (size_t i = 0; i < pq->n_filters; i++) {
+        const filter *f = &pq->f[i];
+        /* A fuzzy filter is one EXISTS per word; the driving one covers its first word. */
+        for (size_t w = (f == drive ? 1 : 0); w < (f->kind == M_FUZZY ? f->n_values : (f == drive ? 0 : 1)); w++) {
+            sb_add(&b, " AND EXISTS (SELECT 1 FROM %s x WHERE x.tag=%u AND x.key=%s AND ", ix_name[f->table], f->tag,
+                   col[q->level][f->level]);
+            value_sql(&b, f);
+            sb_add(&b, ")");
+        }
+    }
     sb_add(&b, "%s LIMIT %ld OFFSET %ld", order[q->level], pq->limit, pq->offset);
 
     sqlite3_stmt *st = NULL;
@@ -417,8 +449,15 @@ static store_status find_keys(db_t *db, const store_query *q, const parsed_query
     }
     free(b.s);
     int bi = 1;
+    if (drive) bind_values(st, &bi, drive, 0, drive->kind == M_FUZZY ? 1 : drive->n_values);
     sqlite3_bind_int64(st, bi++, part);
-    for (size_t i = 0; i < pq->n_filters; i++) bind_filter(st, &bi, &pq->f[i]);
+    for (size_t i = 0; i < pq->n_filters; i++) {
+        const filter *f = &pq->f[i];
+        if (f->kind == M_FUZZY)
+            bind_values(st, &bi, f, f == drive ? 1 : 0, f->n_values);
+        else if (f != drive)
+            bind_values(st, &bi, f, 0, f->n_values);
+    }
     *keys = malloc((size_t)pq->limit * sizeof **keys);
     if (!*keys) abort();
     *n = 0;
