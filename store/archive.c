@@ -88,11 +88,19 @@ db_t *db_get(store_t *s, store_err *err)
     return db_open(path, false, err);
 }
 
+void db_idle(db_t *db)
+{
+    /* A statement left on a row keeps its read snapshot open; a later BEGIN IMMEDIATE
+     * on that snapshot would fail at once with "database is locked" when another
+     * process has written since. */
+    sqlite3_stmt *st = NULL;
+    while ((st = sqlite3_next_stmt(db->h, st)) != NULL) sqlite3_reset(st);
+}
+
 void db_put(store_t *s, db_t *db)
 {
     if (!db) return;
-    sqlite3_stmt *st = NULL;
-    while ((st = sqlite3_next_stmt(db->h, st)) != NULL) sqlite3_reset(st); /* end read transactions */
+    db_idle(db);
     pthread_mutex_lock(&s->pool_lock);
     if (s->n_idle < POOL_MAX) {
         s->idle[s->n_idle++] = db;

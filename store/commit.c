@@ -125,6 +125,7 @@ static void commit_group(store_t *s, store_item **v, size_t n)
         make_durable(s, db, v, kept);
     else
         db_exec(db, "ROLLBACK", NULL);
+    db_idle(db);
     pthread_mutex_unlock(&s->write_lock);
 }
 

@@ -195,6 +195,7 @@ store_status store_delete(store_t *s, const char *partition, const char *study, 
     victim *v = part ? find_victims(db, part, study, series, sop, &n) : NULL;
     if (n == 0) {
         db_exec(db, "ROLLBACK", NULL);
+        db_idle(db);
         pthread_mutex_unlock(&s->write_lock);
         free(v);
         return store_seterr(err, STORE_ENOTFOUND, "the %s to delete was not found", sop ? "instance" : series ? "series" : "study");
@@ -218,6 +219,7 @@ store_status store_delete(store_t *s, const char *partition, const char *study, 
         close(pfd);
         unlink(pending);
     }
+    db_idle(db);
     pthread_mutex_unlock(&s->write_lock);
     free(v);
     return status;

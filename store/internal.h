@@ -98,6 +98,7 @@ struct store {
 
 db_t *db_get(store_t *s, store_err *err);
 void db_put(store_t *s, db_t *db);
+void db_idle(db_t *db); /* resets every statement: no read snapshot stays open */
 
 /* Path of an archive-relative name. */
 void store_path(const store_t *s, const char *rel, char out[PATH_MAX]);
