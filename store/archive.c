@@ -195,19 +195,26 @@ size_t store_repair(store_t *s)
     return repaired;
 }
 
+/* What ingest extracts: the core searchable tags now; extended query tags join later. */
 static void load_index_tags(store_t *s)
 {
     size_t n;
     const tag_def *core = tags_core_list(&n);
     s->index_tags = calloc(n, sizeof *s->index_tags);
-    if (!s->index_tags) abort();
+    s->value_tags = calloc(n + 2, sizeof *s->value_tags);
+    s->attr_tags = calloc(128, sizeof *s->attr_tags);
+    if (!s->index_tags || !s->value_tags || !s->attr_tags) abort();
     for (size_t i = 0; i < n; i++) {
         if (core[i].tag == TAG_ModalitiesInStudy) continue; /* computed from the series */
         index_tag *t = &s->index_tags[s->n_index_tags++];
         t->tag = core[i].tag;
         snprintf(t->vr, sizeof t->vr, "%s", core[i].vr);
         t->level = core[i].level;
+        s->value_tags[s->n_value_tags++] = t->tag;
     }
+    s->value_tags[s->n_value_tags++] = TAG_Modality;
+    s->value_tags[s->n_value_tags++] = TAG_InstanceNumber;
+    s->n_attr_tags = tags_returnable_list(s->attr_tags, 128);
 }
 
 store_t *store_open(const char *dir, int flags, store_err *err)
@@ -279,6 +286,8 @@ void store_close(store_t *s)
     pthread_cond_destroy(&s->q_cond);
     pthread_cond_destroy(&s->q_space);
     free(s->index_tags);
+    free(s->value_tags);
+    free(s->attr_tags);
     free(s->dir);
     free(s);
 }

@@ -185,6 +185,8 @@ static bool is_text_vr(DcmEVR vr)
 /* DCMTK converts most character sets; it cannot do ISO 2022 IR 87/159 (Japanese) and
  * refuses bytes that do not fit the declared set. Then convert value by value with
  * glibc's iconv from the best guess, and scrub what still is not UTF-8. */
+static void reencode_text(DcmDataset *ds, const char *const guess[3]);
+
 static void convert_to_utf8(DcmDataset *ds)
 {
     if (ds->convertToUTF8().good()) return;
@@ -199,6 +201,13 @@ static void convert_to_utf8(DcmDataset *ds)
     } else if (cs.find("192") != OFString_npos) {
         guess[0] = NULL; /* already meant to be UTF-8: only scrub */
     }
+    reencode_text(ds, guess);
+}
+
+/* Converts each text value that is not UTF-8 from the first GUESS that works, else
+ * replaces its bad bytes; then declares the dataset UTF-8. */
+static void reencode_text(DcmDataset *ds, const char *const guess[3])
+{
     DcmStack stack;
     while (ds->nextObject(stack, OFTrue).good()) {
         DcmElement *el = dynamic_cast<DcmElement *>(stack.top());
@@ -454,7 +463,41 @@ static void find_frames(const char *path, DcmDataset *ds, E_TransferSyntax xfer,
 
 /* ---- Parse -------------------------------------------------------------------------- */
 
-extern "C" int dcm_parse(const char *path, bool validate, dcm_parsed *out, char *err, size_t errlen)
+/* The requested attributes as one DICOM JSON object, and the requested first values. */
+static void extract(DcmDataset *ds, const dcm_request *req, dcm_parsed *out)
+{
+    DcmJsonFormatCompact fmt(OFFalse);
+    std::ostringstream json;
+    json << '{';
+    bool first = true;
+    for (size_t i = 0; i < req->n_attr_tags; i++) {
+        DcmTagKey key((Uint16)(req->attr_tags[i] >> 16), (Uint16)(req->attr_tags[i] & 0xFFFF));
+        DcmElement *el = NULL;
+        if (ds->findAndGetElement(key, el, OFFalse).bad() || !el) continue;
+        if (!first) json << ',';
+        first = false;
+        el->writeJson(json, fmt);
+    }
+    json << '}';
+    out->attrs_json = dup_string(json.str());
+
+    out->values = (dcm_value *)calloc(req->n_value_tags ? req->n_value_tags : 1, sizeof *out->values);
+    if (!out->values) abort();
+    for (size_t i = 0; i < req->n_value_tags; i++) {
+        DcmTagKey key((Uint16)(req->value_tags[i] >> 16), (Uint16)(req->value_tags[i] & 0xFFFF));
+        DcmElement *el = NULL;
+        OFString v;
+        if (ds->findAndGetElement(key, el, OFFalse).bad() || !el || el->ident() == EVR_SQ || el->getVM() == 0 ||
+            el->getOFString(v, 0, OFTrue).bad() || v.empty())
+            continue;
+        dcm_value *dv = &out->values[out->n_values++];
+        dv->tag = req->value_tags[i];
+        dv->text = dup_string(v.c_str());
+        dv->multiple = el->getVM() > 1;
+    }
+}
+
+extern "C" int dcm_parse(const char *path, const dcm_request *req, dcm_parsed *out, char *err, size_t errlen)
 {
     memset(out, 0, sizeof *out);
     if (!looks_like_dicom(path, err, errlen)) return -1;
@@ -494,10 +537,23 @@ extern "C" int dcm_parse(const char *path, bool validate, dcm_parsed *out, char 
     try {
         find_frames(path, ds, xfer, &out->frames);
         convert_to_utf8(ds);
-        prune(ds, validate, out);
+        prune(ds, req->validate, out);
+        extract(ds, req, out);
         DcmJsonFormatCompact fmt(OFFalse);
         std::ostringstream json;
         c = ds->writeJsonExt(json, fmt, OFTrue, OFTrue);
+        if (c.good() && !valid_utf8(json.str().data(), json.str().size())) {
+            /* Declared UTF-8 (or converted) yet not UTF-8 throughout: scrub, write again. */
+            const char *none[3] = {NULL, NULL, NULL};
+            reencode_text(ds, none);
+            free(out->attrs_json);
+            for (size_t i = 0; i < out->n_values; i++) free(out->values[i].text);
+            free(out->values);
+            out->n_values = 0;
+            extract(ds, req, out);
+            json.str("");
+            c = ds->writeJsonExt(json, fmt, OFTrue, OFTrue);
+        }
         if (c.bad()) {
             snprintf(err, errlen, "cannot encode the metadata as DICOM JSON: %s", c.text());
             dcm_parsed_free(out);
@@ -519,6 +575,12 @@ extern "C" void dcm_parsed_free(dcm_parsed *p)
     free(p->invalid_tags);
     free(p->frames.fragments);
     free(p->frames.first);
+    free(p->attrs_json);
+    for (size_t i = 0; i < p->n_values; i++) free(p->values[i].text);
+    free(p->values);
+    p->values = NULL;
+    p->n_values = 0;
+    p->attrs_json = NULL;
     p->metadata_json = p->invalid = p->invalid_tags = NULL;
     p->frames.fragments = NULL;
     p->frames.first = NULL;

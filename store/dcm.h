@@ -42,6 +42,24 @@ typedef struct {
     uint32_t *first;     /* encapsulated: count+1 indexes into fragments */
 } dcm_frames;
 
+/* What the caller wants besides the metadata: the top-level attributes to copy into a
+ * small DICOM JSON object (attrs), and the first value of some attributes as text. */
+typedef struct {
+    bool validate;               /* drop (and report) elements whose value breaks its VR */
+    const uint32_t *attr_tags;   /* ascending */
+    size_t n_attr_tags;
+    const uint32_t *value_tags;
+    size_t n_value_tags;
+} dcm_request;
+
+/* The first value of an attribute as UTF-8 text, as DICOM writes it (a person name as
+ * "Alphabetic=Ideographic=Phonetic", numbers in decimal). */
+typedef struct {
+    uint32_t tag;
+    char *text;
+    bool multiple; /* the attribute had more than one value */
+} dcm_value;
+
 typedef struct {
     char transfer_syntax[65];
     bool implicit_vr;
@@ -51,13 +69,16 @@ typedef struct {
     char *invalid;           /* NULL or ErrorComment lines separated by '\n'; malloc'd */
     uint32_t invalid_count;
     char *invalid_tags;      /* NULL or "GGGGEEEE" top-level tags removed, '\n'-separated */
+    char *attrs_json;        /* the requested attributes that are present, DICOM JSON */
+    dcm_value *values;       /* the requested values that are present and not empty */
+    size_t n_values;
     dcm_frames frames;
 } dcm_parsed;
 
 /* Parses the file at PATH. 0 on success; -1 when it is not a readable DICOM file, with
- * the reason in ERR. VALIDATE: walk every element and drop (and report) those whose
- * value does not match its VR. The required attributes above are never dropped. */
-int dcm_parse(const char *path, bool validate, dcm_parsed *out, char *err, size_t errlen);
+ * the reason in ERR. The required attributes above are never dropped by validation;
+ * dropped attributes are absent from metadata, attrs and values alike. */
+int dcm_parse(const char *path, const dcm_request *req, dcm_parsed *out, char *err, size_t errlen);
 void dcm_parsed_free(dcm_parsed *p);
 
 /* Dictionary: keyword ("PatientName") to tag and VR; tag to keyword. 0 or -1. */

@@ -63,7 +63,11 @@ static int relevel(const store_t *s, db_t *db, int64_t key, store_level level, i
     store_item tmp;
     memset(&tmp, 0, sizeof tmp);
     tmp.fd = -1;
-    if (meta) index_extract(s, meta, &tmp);
+    dcm_value *values = NULL;
+    size_t n = meta ? index_values_from_json(s, meta, &values) : 0;
+    index_extract(s, values, n, &tmp);
+    for (size_t i = 0; i < n; i++) free(values[i].text);
+    free(values);
     json_decref(meta);
     rc = index_clear_level(db, key, level, s);
     if (rc == SQLITE_OK) rc = index_write_level(db, key, &tmp.ix[level]);

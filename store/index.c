@@ -61,18 +61,18 @@ static char *xstrdup(const char *s)
     return p;
 }
 
-static void add_person_name(ix_list *l, uint32_t tag, json_t *pn)
+/* A person name "Alphabetic=Ideographic=Phonetic": each group folded, as words too. */
+static void add_person_name(ix_list *l, uint32_t tag, const char *text)
 {
-    static const char *const groups[] = {"Alphabetic", "Ideographic", "Phonetic"};
-    char full[1024] = "";
-    size_t nonempty = 0;
-    for (int g = 0; g < 3; g++) {
-        const char *v = json_string_value(json_object_get(pn, groups[g]));
-        if (g) strncat(full, "=", sizeof full - strlen(full) - 1);
-        if (!v || !*v) continue;
-        strncat(full, v, sizeof full - strlen(full) - 1);
-        nonempty++;
-        char *norm = norm_person_name(v);
+    char *copy = xstrdup(text), *save = NULL;
+    size_t groups = 0;
+    for (char *g = strtok_r(copy, "=", &save); g; g = strtok_r(NULL, "=", &save)) {
+        char *norm = norm_person_name(g);
+        if (!*norm) {
+            free(norm);
+            continue;
+        }
+        groups++;
         char **words, *storage;
         size_t n = norm_words(norm, &words, &storage);
         for (size_t i = 0; i < n; i++) ix_add(l, tag, IX_WORD, xstrdup(words[i]), 0, 0);
@@ -80,87 +80,115 @@ static void add_person_name(ix_list *l, uint32_t tag, json_t *pn)
         free(storage);
         ix_add(l, tag, IX_TEXT, norm, 0, 0);
     }
+    free(copy);
     /* Also the whole value, so "Yamada^Tarou=山田^太郎" matches exactly as written. */
-    if (nonempty > 1) ix_add(l, tag, IX_TEXT, norm_person_name(full), 0, 0);
+    if (groups > 1) ix_add(l, tag, IX_TEXT, norm_person_name(text), 0, 0);
 }
 
-static void add_value(ix_list *l, const index_tag *t, json_t *v)
+static void add_value(ix_list *l, const index_tag *t, const char *s)
 {
-    tag_vrc c = tag_vr_class(t->vr);
-    const char *s = json_string_value(v);
-    char buf[32];
+    char buf[32], *end;
     bool zone;
-    switch (c) {
-    case VRC_PN:
-        if (json_is_object(v)) add_person_name(l, t->tag, v);
-        break;
-    case VRC_TEXT:
-        if (s && *s) ix_add(l, t->tag, IX_TEXT, norm_fold(s), 0, 0);
-        break;
-    case VRC_UID:
-        if (s && *s) ix_add(l, t->tag, IX_TEXT, xstrdup(s), 0, 0);
-        break;
+    switch (tag_vr_class(t->vr)) {
+    case VRC_PN: add_person_name(l, t->tag, s); break;
+    case VRC_TEXT: ix_add(l, t->tag, IX_TEXT, norm_fold(s), 0, 0); break;
+    case VRC_UID: ix_add(l, t->tag, IX_TEXT, xstrdup(s), 0, 0); break;
     case VRC_DATE:
-        if (s && norm_date(s, buf)) ix_add(l, t->tag, IX_TEXT, xstrdup(buf), 0, 0);
+        if (norm_date(s, buf)) ix_add(l, t->tag, IX_TEXT, xstrdup(buf), 0, 0);
         break;
     case VRC_TIME:
-        if (s && norm_time(s, buf)) ix_add(l, t->tag, IX_TEXT, xstrdup(buf), 0, 0);
+        if (norm_time(s, buf)) ix_add(l, t->tag, IX_TEXT, xstrdup(buf), 0, 0);
         break;
     case VRC_DATETIME:
-        if (s && norm_datetime(s, buf, &zone)) ix_add(l, t->tag, IX_TEXT, xstrdup(buf), 0, 0);
+        if (norm_datetime(s, buf, &zone)) ix_add(l, t->tag, IX_TEXT, xstrdup(buf), 0, 0);
         break;
-    case VRC_INT:
-        if (json_is_number(v)) ix_add(l, t->tag, IX_INT, NULL, (int64_t)json_number_value(v), 0);
+    case VRC_INT: {
+        long long v = strtoll(s, &end, 10);
+        if (end != s) ix_add(l, t->tag, IX_INT, NULL, v, 0);
         break;
-    case VRC_REAL:
-        if (json_is_number(v) && isfinite(json_number_value(v)))
-            ix_add(l, t->tag, IX_REAL, NULL, 0, json_number_value(v));
+    }
+    case VRC_REAL: {
+        double v = strtod(s, &end);
+        if (end != s && isfinite(v)) ix_add(l, t->tag, IX_REAL, NULL, 0, v);
         break;
-    case VRC_NONE:
-        break;
+    }
+    case VRC_NONE: break;
     }
 }
 
-static json_t *first_value(json_t *meta, uint32_t tag, bool *multiple)
+static const dcm_value *find_value(const dcm_value *v, size_t n, uint32_t tag)
 {
-    char hex[9];
-    tags_hex(tag, hex);
-    json_t *values = json_object_get(json_object_get(meta, hex), "Value");
-    if (!json_is_array(values) || json_array_size(values) == 0) return NULL;
-    if (json_array_size(values) > 1) *multiple = true;
-    return json_array_get(values, 0);
+    for (size_t i = 0; i < n; i++)
+        if (v[i].tag == tag) return &v[i];
+    return NULL;
 }
 
-void index_extract(const store_t *s, json_t *meta, store_item *item)
+void index_extract(const store_t *s, const dcm_value *values, size_t n, store_item *item)
 {
     for (size_t i = 0; i < s->n_index_tags; i++) {
         const index_tag *t = &s->index_tags[i];
-        json_t *v = first_value(meta, t->tag, &item->result.multiple_values);
-        if (v) add_value(&item->ix[t->level], t, v);
+        const dcm_value *v = find_value(values, n, t->tag);
+        if (!v) continue;
+        if (v->multiple) item->result.multiple_values = true;
+        add_value(&item->ix[t->level], t, v->text);
     }
     for (int level = STORE_LEVEL_STUDY; level <= STORE_LEVEL_SERIES; level++)
         item->ix_key[level] = ix_list_serialize(&item->ix[level]);
-
-    bool ignored = false;
-    const char *modality = json_string_value(first_value(meta, TAG_Modality, &ignored));
-    snprintf(item->modality, sizeof item->modality, "%s", modality ? modality : "");
-    json_t *number = first_value(meta, TAG_InstanceNumber, &ignored);
-    if (json_is_number(number)) {
-        item->has_instance_number = true;
-        item->instance_number = (int64_t)json_number_value(number);
+    const dcm_value *modality = find_value(values, n, TAG_Modality);
+    snprintf(item->modality, sizeof item->modality, "%s", modality ? modality->text : "");
+    const dcm_value *number = find_value(values, n, TAG_InstanceNumber);
+    char *end;
+    if (number) {
+        item->instance_number = strtoll(number->text, &end, 10);
+        item->has_instance_number = end != number->text;
     }
+}
 
-    json_t *attrs = json_object();
-    const char *key;
-    json_t *value;
-    json_object_foreach(meta, key, value) {
-        unsigned tag = 0;
-        store_level level;
-        if (sscanf(key, "%8x", &tag) == 1 && tags_returnable(tag, &level)) json_object_set(attrs, key, value);
+void index_request(const store_t *s, dcm_request *req)
+{
+    req->attr_tags = s->attr_tags;
+    req->n_attr_tags = s->n_attr_tags;
+    req->value_tags = s->value_tags;
+    req->n_value_tags = s->n_value_tags;
+}
+
+/* The first value of each wanted attribute of stored DICOM JSON, written as DICOM text
+ * (the inverse of what DCMTK's JSON writer did), for re-deriving a level's values. */
+size_t index_values_from_json(const store_t *s, json_t *meta, dcm_value **out)
+{
+    dcm_value *v = calloc(s->n_value_tags ? s->n_value_tags : 1, sizeof *v);
+    if (!v) abort();
+    size_t n = 0;
+    for (size_t i = 0; i < s->n_value_tags; i++) {
+        char hex[9];
+        tags_hex(s->value_tags[i], hex);
+        json_t *values = json_object_get(json_object_get(meta, hex), "Value");
+        json_t *first = json_array_get(values, 0);
+        char buf[1024] = "";
+        if (json_is_string(first)) {
+            snprintf(buf, sizeof buf, "%s", json_string_value(first));
+        } else if (json_is_integer(first)) {
+            snprintf(buf, sizeof buf, "%lld", (long long)json_integer_value(first));
+        } else if (json_is_real(first)) {
+            snprintf(buf, sizeof buf, "%.17g", json_real_value(first));
+        } else if (json_is_object(first)) {
+            static const char *const groups[] = {"Alphabetic", "Ideographic", "Phonetic"};
+            for (int g = 0; g < 3; g++) {
+                const char *part = json_string_value(json_object_get(first, groups[g]));
+                size_t len = strlen(buf);
+                snprintf(buf + len, sizeof buf - len, "%s%s", g ? "=" : "", part ? part : "");
+            }
+            size_t len = strlen(buf);
+            while (len > 0 && buf[len - 1] == '=') buf[--len] = 0;
+        }
+        if (!buf[0]) continue;
+        v[n].tag = s->value_tags[i];
+        v[n].text = xstrdup(buf);
+        v[n].multiple = json_array_size(values) > 1;
+        n++;
     }
-    item->attrs = json_dumps(attrs, JSON_COMPACT);
-    json_decref(attrs);
-    if (!item->attrs) abort();
+    *out = v;
+    return n;
 }
 
 /* ---- Frames blob: little-endian u64s ---------------------------------------------- */

@@ -158,7 +158,9 @@ static void prepare(store_t *s, store_item *item, const store_ingest_opts *o)
     dcm_parsed p;
     char why[400];
     bool v1 = o && o->api_version == 1;
-    if (dcm_parse(item->tmp, true, &p, why, sizeof why) != 0) {
+    dcm_request req = {.validate = true};
+    index_request(s, &req);
+    if (dcm_parse(item->tmp, &req, &p, why, sizeof why) != 0) {
         item_reject(item, STORE_EREJECTED, STORE_FAIL_PROCESSING, "%s", why);
         return;
     }
@@ -173,15 +175,9 @@ static void prepare(store_t *s, store_item *item, const store_ingest_opts *o)
         dcm_parsed_free(&p);
         return;
     }
-    json_error_t jerr;
-    json_t *meta = json_loads(p.metadata_json, 0, &jerr);
-    if (!meta) {
-        item_reject(item, STORE_EREJECTED, STORE_FAIL_PROCESSING, "the metadata is not valid JSON: %s", jerr.text);
-        dcm_parsed_free(&p);
-        return;
-    }
-    index_extract(s, meta, item);
-    json_decref(meta);
+    index_extract(s, p.values, p.n_values, item);
+    item->attrs = p.attrs_json;
+    p.attrs_json = NULL;
     snprintf(item->transfer_syntax, sizeof item->transfer_syntax, "%s", p.transfer_syntax);
     item->frame_count = p.frames.count;
     item->frames = frames_encode(&p.frames, &item->frames_len);

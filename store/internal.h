@@ -83,6 +83,10 @@ struct store {
 
     index_tag *index_tags;
     size_t n_index_tags;
+    uint32_t *value_tags;   /* first values dcm_parse returns: index tags, Modality, InstanceNumber */
+    size_t n_value_tags;
+    uint32_t *attr_tags;    /* attributes copied into each instance's attrs JSON, ascending */
+    size_t n_attr_tags;
 
     /* The commit queue (commit.c). */
     pthread_mutex_t q_lock;
@@ -156,8 +160,10 @@ struct store_item {
 void item_reject(store_item *item, store_status st, int reason, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
-/* index.c: turn parsed metadata into index values and attrs; write and remove rows. */
-void index_extract(const store_t *s, json_t *metadata, store_item *item);
+/* index.c: turn parsed values into index values; write and remove rows. */
+void index_request(const store_t *s, dcm_request *req);
+void index_extract(const store_t *s, const dcm_value *values, size_t n, store_item *item);
+size_t index_values_from_json(const store_t *s, json_t *meta, dcm_value **out);
 void ix_list_free(ix_list *l);
 char *ix_list_serialize(const ix_list *l);
 void *frames_encode(const dcm_frames *f, size_t *len);

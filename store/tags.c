@@ -2,6 +2,7 @@
 #include "tags.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "dcm.h"
@@ -144,4 +145,23 @@ int tags_parse(const char *name, uint32_t *tag, char vr[3])
             return 0;
         }
     return dcm_tag_by_keyword(name, tag, vr);
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+size_t tags_returnable_list(uint32_t *out, size_t cap)
+{
+    const uint32_t *sets[] = {study_v1, study_v2, study_all, series_v1, series_v2, series_all, instance_v1, instance_v2};
+    size_t lens[] = {LEN(study_v1), LEN(study_v2), LEN(study_all), LEN(series_v1), LEN(series_v2), LEN(series_all),
+                     LEN(instance_v1), LEN(instance_v2)};
+    size_t n = 0;
+    for (size_t k = 0; k < LEN(sets); k++)
+        for (size_t i = 0; i < lens[k]; i++)
+            if (n < cap && !in(out, n, sets[k][i])) out[n++] = sets[k][i];
+    qsort(out, n, sizeof *out, cmp_u32);
+    return n;
 }

@@ -74,6 +74,8 @@ const uint32_t *tags_all(store_level level, size_t *n);
 /* The level at which a returnable attribute lives, if it is in any level's return sets;
  * these are copied into each instance's precomputed "attrs" JSON at ingest. */
 bool tags_returnable(uint32_t tag, store_level *level);
+/* All returnable attributes, ascending; returns the count (at most CAP written). */
+size_t tags_returnable_list(uint32_t *out, size_t cap);
 
 /* Parses a QIDO attribute name: a keyword (case-sensitive) or 8 hex digits. Fills VR
  * from the dictionary when it knows the tag ("UN" otherwise). 0 or -1. */
