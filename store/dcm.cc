@@ -153,6 +153,52 @@ static std::string via_iconv(const char *from, const std::string &in, bool *ok)
     return out;
 }
 
+/* DICOM's Japanese code extensions (ISO 2022 IR 13, 87, 159), which DCMTK 3.6.7
+ * cannot convert: escape sequences switch between ASCII/JIS X 0201 Roman, JIS X 0208
+ * and JIS X 0212 (two 7-bit bytes per character, decoded by glibc's ISO-2022-JP-2), and
+ * 8-bit bytes 0xA1..0xDF are JIS X 0201 half-width katakana (U+FF61..U+FF9F). */
+static std::string decode_iso2022_jp(const std::string &in, bool *ok)
+{
+    std::string out;
+    *ok = true;
+    size_t i = 0;
+    std::string mode = "\x1b(B"; /* the escape that selected the current G0 set */
+    while (i < in.size()) {
+        unsigned char c = (unsigned char)in[i];
+        if (c == 0x1b) {
+            size_t len = in.compare(i, 4, "\x1b$(D") == 0 ? 4 : 3;
+            if (i + len > in.size()) { *ok = false; return in; }
+            mode = in.substr(i, len);
+            i += len;
+            continue;
+        }
+        bool two_byte = mode[1] == '$';
+        if (!two_byte) {
+            if (c >= 0xA1 && c <= 0xDF) {
+                uint32_t cp = 0xFF61 + (c - 0xA1);
+                out += (char)(0xE0 | cp >> 12);
+                out += (char)(0x80 | (cp >> 6 & 0x3F));
+                out += (char)(0x80 | (cp & 0x3F));
+            } else if (c < 0x80) {
+                out += (char)c;
+            } else {
+                *ok = false;
+                return in;
+            }
+            i++;
+            continue;
+        }
+        size_t end = in.find('\x1b', i);
+        if (end == std::string::npos) end = in.size();
+        bool part_ok;
+        std::string chunk = mode + in.substr(i, end - i) + "\x1b(B";
+        out += via_iconv("ISO-2022-JP-2", chunk, &part_ok);
+        if (!part_ok) { *ok = false; return in; }
+        i = end;
+    }
+    return out;
+}
+
 /* Replaces bytes that are not UTF-8 with U+FFFD so the JSON stays valid. */
 static std::string scrub_utf8(const std::string &in)
 {
@@ -195,9 +241,8 @@ static void convert_to_utf8(DcmDataset *ds)
     const char *guess[3] = {"ISO-8859-1", NULL, NULL};
     if (cs.find("IR 87") != OFString_npos || cs.find("IR 13") != OFString_npos ||
         cs.find("IR 159") != OFString_npos) {
-        guess[0] = "ISO-2022-JP-3";
-        guess[1] = "ISO-2022-JP-2";
-        guess[2] = "ISO-8859-1";
+        guess[0] = "DICOM-JAPANESE"; /* decode_iso2022_jp */
+        guess[1] = "ISO-8859-1";
     } else if (cs.find("192") != OFString_npos) {
         guess[0] = NULL; /* already meant to be UTF-8: only scrub */
     }
@@ -219,7 +264,8 @@ static void reencode_text(DcmDataset *ds, const char *const guess[3])
         if (valid_utf8(in.data(), in.size()) && in.find('\x1b') == std::string::npos) continue;
         bool ok = false;
         std::string out = in;
-        for (int i = 0; i < 3 && guess[i] && !ok; i++) out = via_iconv(guess[i], in, &ok);
+        for (int i = 0; i < 3 && guess[i] && !ok; i++)
+            out = strcmp(guess[i], "DICOM-JAPANESE") == 0 ? decode_iso2022_jp(in, &ok) : via_iconv(guess[i], in, &ok);
         if (!ok) out = scrub_utf8(in);
         el->putString(out.c_str(), (Uint32)out.size());
     }
