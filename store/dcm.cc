@@ -309,6 +309,24 @@ static std::string check_element(DcmElement *el)
         }
         return "";
     }
+    if (vr == EVR_UI) {
+        /* The reference's UID rule, not the standard's stricter one: real UIDs with
+         * leading zeros in a component are common and must not be dropped. */
+        OFString all;
+        el->getOFStringArray(all);
+        size_t start = 0;
+        while (start <= all.length()) {
+            size_t end = all.find('\\', start);
+            if (end == OFString_npos) end = all.length();
+            OFString v = all.substr(start, end - start);
+            while (!v.empty() && (v[v.length() - 1] == ' ' || v[v.length() - 1] == '\0')) v.erase(v.length() - 1);
+            if (!v.empty() && (v.length() > 64 || v.find_first_not_of("0123456789.") != OFString_npos ||
+                               v[v.length() - 1] == '.'))
+                return "a UID is digits and dots, ends with a digit, and has at most 64 characters";
+            start = end + 1;
+        }
+        return "";
+    }
     OFCondition c = el->checkValue("1-n", OFFalse);
     if (c.good()) return "";
     return c.text();
@@ -319,6 +337,25 @@ static std::string tag_text(const DcmTagKey &k)
     char b[16];
     snprintf(b, sizeof b, "(%04X,%04X)", k.getGroup(), k.getElement());
     return b;
+}
+
+/* A value as it may appear in a message: printable ASCII, other bytes as \xNN, at
+ * most MAX bytes of the original. */
+static std::string printable(const char *v, size_t len, size_t max)
+{
+    std::string out;
+    for (size_t i = 0; i < len && i < max; i++) {
+        unsigned char c = (unsigned char)v[i];
+        if (c >= 0x20 && c < 0x7f && c != '"' && c != '\\') {
+            out += (char)c;
+        } else {
+            char b[8];
+            snprintf(b, sizeof b, "\\x%02x", c);
+            out += b;
+        }
+    }
+    if (len > max) out += "...";
+    return out;
 }
 
 struct removal {
@@ -348,11 +385,11 @@ static void prune(DcmDataset *ds, bool validate, dcm_parsed *out)
         if (!validate || el->ident() == EVR_SQ || (top && is_required(key))) continue;
         std::string why = check_element(el);
         if (why.empty()) continue;
-        OFString value;
-        el->getOFStringArray(value);
-        if (value.length() > 64) value = value.substr(0, 64) + "...";
+        OFString raw;
+        el->getOFStringArray(raw);
+        std::string value = printable(raw.c_str(), raw.length(), 64);
         if (!comments.empty()) comments += '\n';
-        comments += "DICOM100: " + tag_text(key) + " - Content \"" + value.c_str() +
+        comments += "DICOM100: " + tag_text(key) + " - Content \"" + value +
                     "\" does not validate VR " + DcmVR(el->ident()).getVRName() + ": " + why;
         if (top) {
             char b[16];
@@ -461,6 +498,7 @@ static void frames_encapsulated(const char *path, uint32_t count, dcm_frames *fr
     fclose(f);
     if (items.size() < 4) return; /* need the offset table item and one fragment */
     uint32_t nfrag = (uint32_t)(items.size() / 2 - 1);
+    if (count > nfrag) return; /* every frame has a fragment; also bounds a hostile count */
     std::vector<uint32_t> first(count + 1, 0);
     if (!bot.empty()) {
         if (bot.size() < 4ull * count) return;

@@ -540,6 +540,12 @@ static size_t return_set(const store_query *q, const parsed_query *pq, uint32_t 
         d = tags_all((store_level)l, &k);
         for (size_t i = 0; i < k && n < cap; i++)
             if (!wanted(out, n, d[i])) out[n++] = d[i];
+        /* v2's computed study/series results are part of "all" too. */
+        static const uint32_t computed[3][2] = {{TAG_ModalitiesInStudy, TAG_NumberOfStudyRelatedInstances},
+                                                {TAG_NumberOfSeriesRelatedInstances, 0},
+                                                {0, 0}};
+        for (int i = 0; i < 2 && n < cap; i++)
+            if (computed[l][i] && !wanted(out, n, computed[l][i])) out[n++] = computed[l][i];
     }
     for (size_t i = 0; i < pq->n_include && n < cap; i++)
         if (!wanted(out, n, pq->include[i])) out[n++] = pq->include[i];

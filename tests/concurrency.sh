@@ -34,14 +34,19 @@ for s, name in enumerate(("A", "B")):
                              PatientName=f"Conc^{name}{i // 20}", PatientID=f"{name}{i // 20:03d}",
                              StudyDate=f"2023{i % 12 + 1:02d}15", Modality="CT" if s == 0 else "MR",
                              InstanceNumber=i % 5 + 1)
+        # 32 KB of pixels: enough I/O that the readers overlap the writers
+        ds.Rows, ds.Columns, ds.SamplesPerPixel, ds.PhotometricInterpretation = 128, 128, 1, "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+        ds.PixelData = bytes((i + k) % 256 for k in range(128 * 128 * 2))
         tu.write_dicom(os.path.join(out, "set" + name, f"{i:03d}.dcm"), ds)
 EOF
 ok "generated 2 x $PER_SET DICOM files"
 
 STOP=$SCRATCH/stop
+DONE=$SCRATCH/writers_done
 # Reader 1: find at every level; every call must exit 0 and print a JSON array.
 reader_find() {
-    local n=0 bad=0 started=0
+    local n=0 bad=0 started=0 during=0
     local levels=(study series instance)
     while [ ! -e "$STOP" ]; do
         lvl=${levels[$((n % 3))]}
@@ -52,17 +57,18 @@ reader_find() {
             [ $rc -eq 0 ] && started=1 || { sleep 0.02; continue; }
         fi
         n=$((n + 1))
+        [ -e "$DONE" ] || during=$((during + 1))
         if [ $rc -ne 0 ] || ! printf '%s' "$out" | "$PY" -c 'import json,sys; d=json.load(sys.stdin); assert isinstance(d, list)' 2>/dev/null; then
             bad=$((bad + 1))
             echo "find --level $lvl exit $rc: ${out:0:300}" >>"$SCRATCH/reader_find.errors"
         fi
     done
-    echo "$n $bad" >"$SCRATCH/reader_find.count"
+    echo "$n $bad $during" >"$SCRATCH/reader_find.count"
 }
 # Reader 2: the change feed; sequences strictly increasing within a read and the first
 # window never shrinks between reads (entries never disappear).
 reader_changes() {
-    local n=0 bad=0 started=0 prev=0
+    local n=0 bad=0 started=0 prev=0 during=0
     while [ ! -e "$STOP" ]; do
         out=$("$DICOMFS" changes "$ARCHIVE" --offset 0 --limit 100 --no-metadata 2>&1)
         rc=$?
@@ -70,6 +76,7 @@ reader_changes() {
             [ $rc -eq 0 ] && started=1 || { sleep 0.02; continue; }
         fi
         n=$((n + 1))
+        [ -e "$DONE" ] || during=$((during + 1))
         cnt=$(printf '%s' "$out" | "$PY" -c '
 import json, sys
 d = json.load(sys.stdin)
@@ -89,7 +96,7 @@ print(len(s))' 2>&1)
             prev=$cnt
         fi
     done
-    echo "$n $bad" >"$SCRATCH/reader_changes.count"
+    echo "$n $bad $during" >"$SCRATCH/reader_changes.count"
 }
 
 reader_find &
@@ -104,6 +111,7 @@ pa=$!
 pb=$!
 wait $pa; rca=$?
 wait $pb; rcb=$?
+touch "$DONE"
 # let the readers see the final state a few times
 sleep 0.5
 touch "$STOP"
@@ -114,12 +122,15 @@ if [ $rcb -eq 0 ]; then ok "writer B exits 0"; else fail "writer B exits 0 (exit
 echo "#    A: $(tail -n 1 "$SCRATCH/A.err")"
 echo "#    B: $(tail -n 1 "$SCRATCH/B.err")"
 for r in find changes; do
-    read -r n bad <"$SCRATCH/reader_$r.count" || { n=0; bad=0; }
-    if [ "$n" -gt 0 ] && [ "$bad" -eq 0 ]; then ok "reader $r: $n calls during the ingest, no errors"; else
-        fail "reader $r: $n calls, $bad errors"
+    read -r n bad during <"$SCRATCH/reader_$r.count" || { n=0; bad=0; during=0; }
+    if [ "$n" -gt 0 ] && [ "$bad" -eq 0 ]; then ok "reader $r: $n calls ($during while the writers ran), no errors"; else
+        fail "reader $r: $n calls ($during while the writers ran), $bad errors"
         head -n 5 "$SCRATCH/reader_$r.errors" 2>/dev/null | sed 's/^/     /'
     fi
 done
+read -r _ _ d1 <"$SCRATCH/reader_find.count"; read -r _ _ d2 <"$SCRATCH/reader_changes.count"
+if [ "$((${d1:-0} + ${d2:-0}))" -ge 2 ]; then ok "the readers overlapped the writers ($d1 + $d2 calls)"; else
+    fail "the readers overlapped the writers ($d1 + $d2 calls)"; fi
 
 "$PY" - "$ARCHIVE" "$PER_SET" "$SCRATCH/A.jsonl" "$SCRATCH/B.jsonl" <<'EOF'
 import json, os, sys

@@ -3,11 +3,13 @@
 #
 # 300 small DICOM files are generated with pydicom. In 8 rounds (fixed seed), `dicomfs
 # ingest --json` is started on all of them into one archive and killed with SIGKILL after
-# 0-300 ms. After each round: every file reported "stored" in any round so far must be
-# present (dicomfs metadata exits 0 and lists it) and `dicomfs fsck` must exit 0 (opening
-# the archive repairs what the crash left). Finally everything is ingested once more to
-# completion: all 300 instances present exactly once, one create entry each in the change
-# feed, fsck clean.
+# 0-300 ms (at most the time a whole uninterrupted ingest takes, measured first, so that
+# the kill lands while instances are being written). From round 2 on, one study is deleted
+# before the round so that every round has instances left to store. After each round:
+# every file reported "stored" (and not deleted since) must be present (dicomfs metadata
+# exits 0 and lists it) and `dicomfs fsck` must exit 0 (opening the archive repairs what the
+# crash left). Finally everything is ingested once more to completion: all 300 instances
+# present exactly once, one create entry each for the live ones, fsck clean.
 set -u
 
 PY=/usr/bin/python3
@@ -43,13 +45,13 @@ for i in range(n):
     ds = tu.make_dataset(study, series, f"{series}.{inst}", PatientName=f"Crash^Patient{st}",
                          PatientID=f"C{st:03d}", StudyDate="20240101", Modality="OT",
                          InstanceNumber=inst, StudyDescription="crash test " + "x" * (i % 50))
-    ds.Rows = ds.Columns = 16
+    ds.Rows = ds.Columns = 128  # 16 KB of pixels: small, but enough I/O to be killed mid-way
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = "MONOCHROME2"
     ds.BitsAllocated = ds.BitsStored = 8
     ds.HighBit = 7
     ds.PixelRepresentation = 0
-    ds.PixelData = bytes((i + k) % 256 for k in range(256))
+    ds.PixelData = bytes((i + k) % 256 for k in range(128 * 128))
     tu.write_dicom(os.path.join(out, f"{i:03d}.dcm"), ds)
 EOF
 export TESTS
@@ -58,11 +60,18 @@ ok "generated $N DICOM files"
 # Checks the archive against every "stored" line in the given outputs: metadata of each
 # study must list each stored SOP; prints one line per check, exit 1 on a problem.
 check_present() {
-    "$PY" - "$DICOMFS" "$ARCHIVE" "$@" <<'EOF'
-import json, subprocess, sys
-dicomfs, archive, outs = sys.argv[1], sys.argv[2], sys.argv[3:]
+    "$PY" - "$DICOMFS" "$ARCHIVE" "$SCRATCH/deleted" "$@" <<'EOF'
+import json, os, subprocess, sys
+dicomfs, archive, deleted_file, outs = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
+deletes = {}  # round -> [study deleted before that round started]
+if os.path.exists(deleted_file):
+    for line in open(deleted_file):
+        r, st = line.split()
+        deletes.setdefault(int(r), []).append(st)
 stored = {}
-for o in outs:
+for rnd, o in enumerate(outs, 1):
+    for st in deletes.get(rnd, []):
+        stored = {k: v for k, v in stored.items() if v[0] != st}
     for line in open(o, encoding="utf-8", errors="replace"):
         try:
             r = json.loads(line)
@@ -87,18 +96,36 @@ if stored:
     p = subprocess.run([dicomfs, "metadata", archive, st, se, sop], capture_output=True, text=True)
     if p.returncode != 0:
         missing.append(sop + " (instance-level metadata exit %d)" % p.returncode)
-print(f"#    {len(stored)} instances reported stored so far, {len(missing)} missing")
+print(f"#    {len(stored)} instances reported stored and not deleted since, {len(missing)} missing")
 for m in missing[:10]:
     print(f"#    missing: {m}")
 sys.exit(1 if missing else 0)
 EOF
 }
 
+now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
+
+# How long does an uninterrupted ingest of everything take (into a throwaway archive)?
+t0=$(now_ms)
+"$DICOMFS" ingest "$SCRATCH/calibration" "$FILES" 2>/dev/null
+t1=$(now_ms)
+full=$((t1 - t0))
+max_delay=$(( full < 300 ? full : 300 ))
+[ $max_delay -lt 20 ] && max_delay=20
+rm -rf "$SCRATCH/calibration"
+echo "#    an uninterrupted ingest of $N files takes ${full} ms; kill delays 0-${max_delay} ms"
+
 # ---- Kill rounds -------------------------------------------------------------------
 RANDOM=20240607  # fixed seed: the same delays every run
 outs=()
 for round in $(seq 1 "$ROUNDS"); do
-    delay=$((RANDOM % 301))
+    delay=$((RANDOM % (max_delay + 1)))
+    if [ "$round" -ge 2 ]; then
+        # delete one study, so that this round has work left whatever the earlier ones did
+        st="1.2.826.0.1.3680043.9.7777.77.$(( (round * 3) % 10 + 1 ))"
+        "$DICOMFS" delete "$ARCHIVE" "$st" >/dev/null 2>&1
+        echo "$round $st" >>"$SCRATCH/deleted"
+    fi
     out=$SCRATCH/round$round.jsonl
     "$DICOMFS" ingest --json "$ARCHIVE" "$FILES" >"$out" 2>"$SCRATCH/round$round.err" &
     pid=$!
@@ -108,6 +135,7 @@ for round in $(seq 1 "$ROUNDS"); do
     rc=$?
     outs+=("$out")
     nstored=$(grep -c '"result":"stored"' "$out" || true)
+    if [ $rc -eq 137 ]; then echo "$round" >>"$SCRATCH/killed_rounds"; fi
     echo "#    round $round: killed after ${delay} ms (exit $rc), $nstored stored lines this round"
     check "round $round: every instance reported stored so far is present" check_present "${outs[@]}"
     fsck_out=$("$DICOMFS" fsck "$ARCHIVE" 2>&1)
@@ -127,6 +155,9 @@ final=$SCRATCH/final.jsonl
 rc=$?
 echo "#    final ingest exit $rc: $(tail -n 1 "$SCRATCH/final.err")"
 check "final ingest exits 0 or 1 (1 only for files already stored)" test $rc -le 1
+nkilled=$(cat "$SCRATCH/killed_rounds" 2>/dev/null | wc -l)
+echo "#    $nkilled of $ROUNDS rounds were killed before their ingest finished"
+check "at least 2 rounds were killed before their ingest finished" test "$nkilled" -ge 2
 "$PY" - "$DICOMFS" "$ARCHIVE" "$N" "$final" <<'EOF'
 import json, os, subprocess, sys
 sys.path.insert(0, os.environ["TESTS"])
@@ -147,9 +178,9 @@ c.eq(len(sops), n, f"find lists {n} instances")
 c.eq(len(set(sops)), n, "each instance exactly once")
 feed, err = tu.all_changes(archive)
 c.ok(err is None, "change feed readable", err or "")
-creates = [e.get("sopInstanceUid") for e in feed if e.get("action") == "create"]
-c.eq(len(creates), n, "one create entry per instance in the change feed")
-c.eq(len(set(creates)), n, "no instance created twice")
+creates = [e.get("sopInstanceUid") for e in feed if e.get("action") == "create" and e.get("state") == "current"]
+c.eq(len(creates), n, "one current create entry per instance in the change feed")
+c.eq(len(set(creates)), n, "no instance has two current create entries")
 seqs = [e.get("sequence") for e in feed]
 c.ok(all(a < b for a, b in zip(seqs, seqs[1:])), "change-feed sequences strictly increasing")
 p = tu.fsck(archive)

@@ -306,6 +306,7 @@ _DS = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
 _IS = re.compile(r"^[+-]?\d+$")
 _UI = re.compile(r"^[0-9.]*[0-9]$")
 _AS = re.compile(r"^\d{3}[DWMY]$")
+# UIDs: the reference's regex (Azure UidValidation), which allows leading zeros
 _MAXLEN = {"AE": 16, "CS": 16, "DS": 16, "IS": 12, "LO": 64, "SH": 16, "UI": 64, "AS": 4}
 
 
@@ -335,6 +336,28 @@ def _raw_values(elem):
     return s.split("\\") if s else []
 
 
+def value_problem(vr, v):
+    """Why the single value V (a string) breaks VR, or None when it is valid (by the rules
+    the reference applies: DA dates, length limits, UI syntax, IS/DS/AS syntax)."""
+    if v == "":
+        return None
+    if vr in _MAXLEN and len(v) > _MAXLEN[vr]:
+        return f"{vr} too long"
+    if vr == "DA" and not valid_date(v):
+        return f"bad DA {v!r}"
+    if vr == "UI" and not _UI.match(v):
+        return f"bad UI {v!r}"
+    if vr == "IS" and not _IS.match(v):
+        return f"bad IS {v!r}"
+    if vr == "DS" and not _DS.match(v):
+        return f"bad DS {v!r}"
+    if vr == "AS" and not _AS.match(v):
+        return f"bad AS {v!r}"
+    if vr == "PN" and any(len(g) > 64 for g in v.split("=")):
+        return "PN group too long"
+    return None
+
+
 def invalid_attributes(ds, only_top_level=True):
     """Top-level attributes whose content breaks their VR (keyword or tag list).
     Only the checks the reference applies (DA, length limits, UI, IS/DS syntax, AS)."""
@@ -351,27 +374,28 @@ def invalid_attributes(ds, only_top_level=True):
         name = elem.keyword or f"{elem.tag.group:04X}{elem.tag.element:04X}"
         problem = None
         for v in vals:
-            if v == "":
-                continue
-            if vr in _MAXLEN and len(v) > _MAXLEN[vr]:
-                problem = f"{vr} too long"
-            elif vr == "DA" and not valid_date(v):
-                problem = f"bad DA {v!r}"
-            elif vr == "UI" and not _UI.match(v):
-                problem = f"bad UI {v!r}"
-            elif vr == "IS" and not _IS.match(v):
-                problem = f"bad IS {v!r}"
-            elif vr == "DS" and not _DS.match(v):
-                problem = f"bad DS {v!r}"
-            elif vr == "AS" and not _AS.match(v):
-                problem = f"bad AS {v!r}"
-            elif vr == "PN" and any(len(g) > 64 for g in v.split("=")):
-                problem = "PN group too long"
+            problem = value_problem(vr, v)
             if problem:
                 break
         if problem:
             bad.append((name, problem))
     return bad
+
+
+def reported_failed_attributes(result):
+    """[(tag 'GGGGEEEE', content, vr)] from an ingest line's failedAttributes (the
+    ErrorComment texts: 'DICOM100: (0028,0008) - Content "1A" does not validate VR IS: ...')."""
+    out = []
+    for line in (result.get("failedAttributes") or "").splitlines():
+        m = re.search(r'\(([0-9A-Fa-f]{4}),([0-9A-Fa-f]{4})\)\s*-\s*Content "(.*)" does not validate VR (\w\w)',
+                      line)
+        if m:
+            out.append(((m.group(1) + m.group(2)).upper(), m.group(3), m.group(4)))
+        else:
+            m = re.search(r"\(([0-9A-Fa-f]{4}),([0-9A-Fa-f]{4})\)", line)
+            if m:
+                out.append(((m.group(1) + m.group(2)).upper(), None, None))
+    return out
 
 
 REQUIRED = ["SOPClassUID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"]

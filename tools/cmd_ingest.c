@@ -105,6 +105,33 @@ static bool is_junk(const char *path)
            strcasecmp(base, "desktop.ini") == 0 || strncmp(base, "._", 2) == 0;
 }
 
+/* File names need not be UTF-8; JSON must be. Bad bytes become U+FFFD. */
+static json_t *json_utf8(const char *s)
+{
+    size_t n = strlen(s);
+    char *out = malloc(3 * n + 1), *o = out;
+    if (!out) abort();
+    const unsigned char *p = (const unsigned char *)s;
+    while (*p) {
+        int len = *p < 0x80 ? 1 : (*p & 0xE0) == 0xC0 && *p >= 0xC2 ? 2 : (*p & 0xF0) == 0xE0 ? 3 : (*p & 0xF8) == 0xF0 && *p <= 0xF4 ? 4 : 0;
+        bool ok = len > 0;
+        for (int i = 1; ok && i < len; i++) ok = (p[i] & 0xC0) == 0x80;
+        if (ok) {
+            memcpy(o, p, (size_t)len);
+            o += len;
+            p += len;
+        } else {
+            memcpy(o, "\xEF\xBF\xBD", 3);
+            o += 3;
+            p++;
+        }
+    }
+    *o = 0;
+    json_t *j = json_string(out);
+    free(out);
+    return j ? j : json_string("?");
+}
+
 static void show_progress(run *r, bool last)
 {
     struct timespec now;
@@ -126,12 +153,12 @@ static void report(run *r, const char *path, const char *outcome, const store_in
     else if (outcome[0] == 's') r->skipped++;
     else r->failed++;
     if (r->json) {
-        json_t *o = json_pack("{s:s, s:s}", "path", path, "result", outcome);
+        json_t *o = json_pack("{s:o, s:s}", "path", json_utf8(path), "result", outcome);
         if (res) {
             if (res->failure_reason) json_object_set_new(o, "failureReason", json_integer(res->failure_reason));
             if (res->warning_reason) json_object_set_new(o, "warningReason", json_integer(res->warning_reason));
-            if (res->message[0]) json_object_set_new(o, "message", json_string(res->message));
-            if (res->failed_attributes) json_object_set_new(o, "failedAttributes", json_string(res->failed_attributes));
+            if (res->message[0]) json_object_set_new(o, "message", json_utf8(res->message));
+            if (res->failed_attributes) json_object_set_new(o, "failedAttributes", json_utf8(res->failed_attributes));
             const char *keys[] = {"studyInstanceUid", "seriesInstanceUid", "sopInstanceUid", "sopClassUid"};
             const char *vals[] = {res->study_uid, res->series_uid, res->sop_instance_uid, res->sop_class_uid};
             for (int i = 0; i < 4; i++)

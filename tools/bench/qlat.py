@@ -5,24 +5,26 @@
             [--mode auto|process|repeat] [--label L]
 
 Q.json is a list of {"name", "params": ["Key=Value", ...], "expected": studies}.
-Prints one JSON object: for each query the median and p95 over N runs, raw and "net", the
-number of studies returned (checked against "expected"), and the baseline.
+Prints one JSON object: for each query its median and p95 (ms), how they were measured, the
+number of studies returned (checked against "expected"), and the whole-process figures.
 
 Two ways to time a query:
 
-  process  Each run is a whole `dicomfs find` process, timed from here. That includes
-           process start-up, opening the archive and writing the JSON. The baseline is the
-           same measurement for a trivial query (`find E StudyInstanceUID=1.2.3` on an empty
-           archive); net = raw - median(baseline). Runs of all queries and the baseline are
-           interleaved round-robin (after 2 warm-up runs each) so drift hits all alike.
+  repeat   `dicomfs find ARCHIVE --repeat N KEY=VALUE...` runs store_find() N times in one
+           process and prints on stderr
+               find: N runs, K results, median X us, p95 Y us
+           (per-run lines `timing: <seconds>[ms|us|s]`, if a later version prints them, are
+           used instead to compute median and p95 here). This is the query alone: no
+           process start-up, the SQLite cache warm after the first run. Used as soon as
+           `find --help` mentions --repeat (`--mode auto`, the default).
 
-  repeat   `dicomfs find --repeat N --timing ARCHIVE KEY=VALUE...` (does not exist yet).
-           Expected contract, to be agreed with whoever adds it: run the query N times in
-           one process and print one line per run on stderr, `timing: <seconds>` (a unit
-           suffix ms/us/s is accepted), stdout as for one run. Then no baseline is needed
-           (net = raw). `--mode auto` (the default) uses it as soon as `find --help`
-           mentions --repeat and --timing, and falls back to process mode for a query
-           whose stderr has no timing lines.
+  process  Each run is a whole `dicomfs find` process, timed from here: start-up, opening
+           the archive, a cold SQLite cache, the query and writing the JSON. The baseline
+           is a trivial query (`find E StudyInstanceUID=1.2.3` on an empty archive);
+           net = raw - median(baseline). Runs of all queries and the baseline are
+           interleaved round-robin (after 2 warm-up runs each) so drift hits all alike.
+           Always measured (what a user of the command sees); the primary figure only when
+           --repeat is missing or --mode process.
 """
 import argparse
 import json
@@ -58,20 +60,27 @@ def count_of(r):
 def has_repeat(binary):
     r = subprocess.run([binary, "find", "--help"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     text = r.stdout.decode("utf-8", "replace")
-    return "--repeat" in text and "--timing" in text
+    return "--repeat" in text
+
+
+SUMMARY = re.compile(r"(\d+) results, median ([0-9.]+) ?(us|µs|ms|s), p95 ([0-9.]+) ?(us|µs|ms|s)")
+UNIT_MS = {"s": 1e3, "ms": 1.0, "us": 1e-3, "µs": 1e-3}
 
 
 def repeat_times(binary, archive, params, runs):
-    r = subprocess.run([binary, "find", "--repeat", str(runs), "--timing", archive] + params,
+    """(per-run ms list or None, (median, p95) or None, reported count, CompletedProcess)."""
+    r = subprocess.run([binary, "find", archive, "--repeat", str(runs)] + params,
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    times = []
+    times, summary, count = [], None, None
     for line in r.stderr.decode("utf-8", "replace").splitlines():
         m = TIMING.match(line.strip())
         if m:
-            v = float(m.group(1))
-            unit = m.group(2) or "s"
-            times.append(v * {"s": 1e3, "ms": 1.0, "us": 1e-3, "µs": 1e-3}[unit])
-    return times, r
+            times.append(float(m.group(1)) * UNIT_MS[m.group(2) or "s"])
+        m = SUMMARY.search(line)
+        if m:
+            count = int(m.group(1))
+            summary = (float(m.group(2)) * UNIT_MS[m.group(3)], float(m.group(4)) * UNIT_MS[m.group(5)])
+    return times or None, summary, count, r
 
 
 def main():
@@ -95,59 +104,54 @@ def main():
                for q in queries}
     base_argv = [a.bin, "find", a.baseline_archive, "StudyInstanceUID=1.2.3"]
 
-    pending = []  # queries timed as whole processes
     if mode == "repeat":
         for q in queries:
-            times, r = repeat_times(a.bin, a.archive, q["params"], a.runs)
+            times, summary, count, r = repeat_times(a.bin, a.archive, q["params"], a.runs)
             res = results[q["name"]]
             res["exit"] = r.returncode
             res["count"] = count_of(r)
-            if times:
-                res["raw_ms"] = times
-                res["timed_by"] = "repeat"
-            else:
-                pending.append(q)
-    else:
-        pending = list(queries)
-
-    base = []
-    if pending:
-        argvs = [(q["name"], [a.bin, "find", a.archive] + q["params"]) for q in pending]
-        for _ in range(2):  # warm-up: page cache, dynamic loader
-            run_once(base_argv)
-            for _, argv in argvs:
-                run_once(argv)
-        raw = {name: [] for name, _ in argvs}
-        for _ in range(a.runs):
-            ms, r = run_once(base_argv)
+            res["reported_count"] = count
             if r.returncode != 0:
-                out["baseline_error"] = r.stderr.decode("utf-8", "replace")[-500:]
-            base.append(ms)
-            for name, argv in argvs:
-                ms, r = run_once(argv)
-                raw[name].append(ms)
-                res = results[name]
+                res["stderr"] = r.stderr.decode("utf-8", "replace")[-500:]
+            if times:
+                res.update(timed_by="repeat", median_ms=statistics.median(times), p95_ms=p95(times),
+                           min_ms=min(times))
+            elif summary:
+                res.update(timed_by="repeat", median_ms=summary[0], p95_ms=summary[1])
+
+    # Whole processes, always.
+    argvs = [(q["name"], [a.bin, "find", a.archive] + q["params"]) for q in queries]
+    for _ in range(2):  # warm-up: page cache, dynamic loader
+        run_once(base_argv)
+        for _, argv in argvs:
+            run_once(argv)
+    raw = {name: [] for name, _ in argvs}
+    base = []
+    for _ in range(a.runs):
+        ms, r = run_once(base_argv)
+        if r.returncode != 0:
+            out["baseline_error"] = r.stderr.decode("utf-8", "replace")[-500:]
+        base.append(ms)
+        for name, argv in argvs:
+            ms, r = run_once(argv)
+            raw[name].append(ms)
+            res = results[name]
+            if res.get("timed_by") != "repeat":
                 res["exit"] = r.returncode
                 res["count"] = count_of(r)
                 if r.returncode != 0:
                     res["stderr"] = r.stderr.decode("utf-8", "replace")[-500:]
-        for name in raw:
-            results[name]["raw_ms"] = raw[name]
-            results[name]["timed_by"] = "process"
-        out["baseline"] = {"median_ms": statistics.median(base), "p95_ms": p95(base),
-                           "argv": base_argv[1:]}
-
-    b = statistics.median(base) if base else 0.0
+    b = statistics.median(base)
+    out["baseline"] = {"median_ms": b, "p95_ms": p95(base), "argv": base_argv[1:]}
     for q in queries:
         res = results[q["name"]]
-        xs = res.pop("raw_ms", [])
-        if xs:
-            sub = b if res["timed_by"] == "process" else 0.0
-            res["raw_median_ms"] = statistics.median(xs)
-            res["raw_p95_ms"] = p95(xs)
-            res["median_ms"] = max(0.0, res["raw_median_ms"] - sub)
-            res["p95_ms"] = max(0.0, res["raw_p95_ms"] - sub)
-            res["min_ms"] = min(xs) - sub
+        xs = raw[q["name"]]
+        proc = {"raw_median_ms": statistics.median(xs), "raw_p95_ms": p95(xs), "raw_min_ms": min(xs)}
+        proc["net_median_ms"] = max(0.0, proc["raw_median_ms"] - b)
+        proc["net_p95_ms"] = max(0.0, proc["raw_p95_ms"] - b)
+        res["process"] = proc
+        if res.get("timed_by") != "repeat":
+            res.update(timed_by="process", median_ms=proc["net_median_ms"], p95_ms=proc["net_p95_ms"])
         res["count_ok"] = res.get("count") == res.get("expected")
         out["queries"].append(res)
     print(json.dumps(out))

@@ -44,9 +44,9 @@ BUILD=${1:-build}
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
 BUILD=$(cd "$BUILD" 2>/dev/null && pwd) || { echo "bench: no build dir $1" >&2; exit 2; }
-BIN=$BUILD/dicomfs
 PY=/usr/bin/python3
 WORK=${BENCH_WORK:-$BUILD/bench-work}
+BIN=$WORK/bin/dicomfs # a copy of BUILD/dicomfs, made by step_setup
 RESULTS=$WORK/results.jsonl
 LOGS=$WORK/logs
 OUT_JSON=$BUILD/bench-results.json
@@ -154,7 +154,7 @@ query_latency() {
 # ---- steps --------------------------------------------------------------------------
 
 step_setup() {
-    [ -x "$BIN" ] || { echo "bench: $BIN not found; build first" >&2; exit 2; }
+    [ -x "$BUILD/dicomfs" ] || { echo "bench: $BUILD/dicomfs not found; build first" >&2; exit 2; }
     mkdir -p "$WORK" "$LOGS" "$WORK/bin"
     : >"$RESULTS"
     local fs
@@ -164,7 +164,10 @@ step_setup() {
         mem_kb="$(awk '/MemTotal/ { print $2 }' /proc/meminfo)" fs="$fs" \
         device="$(df --output=source "$WORK" | tail -n1)" work="$WORK" quick="$QUICK" \
         dicomfs_rev="$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null)$(git -C "$REPO" diff --quiet HEAD 2>/dev/null || echo +dirty)" \
-        binary_sha="$(sha256sum "$BIN" | cut -c1-12)" query_runs="$RUNS" ingest_args="${BENCH_INGEST_ARGS:-}"
+        binary_sha="$(sha256sum "$BUILD/dicomfs" | cut -c1-12)" query_runs="$RUNS" ingest_args="${BENCH_INGEST_ARGS:-}"
+    # Measure a private copy: a rebuild during the run must not swap binaries under us.
+    cp "$BUILD/dicomfs" "$WORK/bin/dicomfs.tmp" && mv -f "$WORK/bin/dicomfs.tmp" "$BIN" ||
+        { echo "bench: cannot copy $BUILD/dicomfs" >&2; exit 2; }
     if [ ! -x "$WORK/bin/fsyncbench" ] || [ "$HERE/fsyncbench.c" -nt "$WORK/bin/fsyncbench" ]; then
         cc -O2 -Wall -o "$WORK/bin/fsyncbench" "$HERE/fsyncbench.c" || { echo "bench: cannot build fsyncbench" >&2; exit 2; }
     fi
