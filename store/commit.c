@@ -2,13 +2,13 @@
  * and makes them durable together:
  *
  *   BEGIN IMMEDIATE; insert each item's rows (a savepoint each: a duplicate fails alone)
- *   write the pending list (names about to appear in objects/, for crash repair)
+ *   write and fsync the pending list (names about to appear in objects/, for repair)
  *   rename tmp -> objects/xx/<name>.dcm
  *   sync data and renames (fdatasync + directory fsync per file for 1-2 items, else
  *                          one syncfs for the whole group)
  *   COMMIT                (SQLite syncs the WAL)  ==> acknowledged
  *
- * So N instances that arrive together cost two syncs, not 2N. Nothing reads an object
+ * So N instances that arrive together cost three syncs, not 2N. Nothing reads an object
  * before its row commits, so renaming before the sync is safe; a crash before COMMIT
  * leaves objects that no row names, and the pending list lets repair remove them.
  *
@@ -64,7 +64,7 @@ static void make_durable(store_t *s, db_t *db, store_item **v, size_t n)
     if (!names) abort();
     for (size_t i = 0; i < n; i++) names[i] = v[i]->object;
     char pending[PATH_MAX];
-    int pfd = pending_write(s, names, n, false, pending);
+    int pfd = pending_write(s, names, n, true, pending);
     free(names);
     const char *failed = NULL;
     size_t renamed = 0;

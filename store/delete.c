@@ -208,7 +208,7 @@ store_status store_delete(store_t *s, const char *partition, const char *study, 
     if (!names) abort();
     for (size_t i = 0; i < n; i++) names[i] = v[i].object;
     char pending[PATH_MAX];
-    int pfd = pending_write(s, names, n, false, pending);
+    int pfd = pending_write(s, names, n, true, pending);
     free(names);
     int rc = pfd < 0 ? SQLITE_IOERR : remove_rows(s, db, part, v, n);
     if (rc == SQLITE_OK) rc = db_exec(db, "COMMIT", err);

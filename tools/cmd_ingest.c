@@ -146,11 +146,11 @@ static void show_progress(run *r, bool last)
 }
 
 /* Records and prints one file's result. */
-static void report(run *r, const char *path, const char *outcome, const store_ingest_result *res, uint64_t bytes)
+static void report(run *r, const char *path, const char *outcome, const store_ingest_result *res)
 {
     pthread_mutex_lock(&r->out_lock);
-    if (outcome[0] == 's' && outcome[1] == 't') r->stored++, r->bytes += bytes;
-    else if (outcome[0] == 's') r->skipped++;
+    if (strcmp(outcome, "stored") == 0) r->stored++;
+    else if (strcmp(outcome, "skipped") == 0) r->skipped++;
     else r->failed++;
     if (r->json) {
         json_t *o = json_pack("{s:o, s:s}", "path", json_utf8(path), "result", outcome);
@@ -194,7 +194,7 @@ static void on_done(store_item *item, void *ctx)
     done_ctx *d = ctx;
     const store_ingest_result *res = store_item_result(item);
     const char *outcome = res->status == STORE_OK ? "stored" : res->dicomdir ? "skipped" : "failed";
-    report(d->r, d->r->files.v[d->index], outcome, res, 0);
+    report(d->r, d->r->files.v[d->index], outcome, res);
     store_item_free(item);
     free(d);
 }
@@ -222,7 +222,7 @@ static void ingest_one(run *r, size_t i)
     if (is_junk(path)) {
         snprintf(res.message, sizeof res.message, "operating-system file, not DICOM");
         wait_turn(r, i);
-        report(r, path, "skipped", &res, 0);
+        report(r, path, "skipped", &res);
         next_turn(r);
         return;
     }
@@ -234,7 +234,7 @@ static void ingest_one(run *r, size_t i)
         snprintf(res.message, sizeof res.message, "%s", fd < 0 ? strerror(errno) : err.msg);
         if (fd >= 0) close(fd);
         wait_turn(r, i);
-        report(r, path, "failed", &res, 0);
+        report(r, path, "failed", &res);
         next_turn(r);
         return;
     }
