@@ -30,6 +30,12 @@ void store_path(const store_t *s, const char *rel, char out[PATH_MAX])
 
 const char *store_dir(const store_t *s) { return s->dir; }
 
+bool store_valid_uid(const char *v)
+{
+    size_t n = v ? strlen(v) : 0;
+    return n > 0 && n <= STORE_UID_MAX && v[n - 1] != '.' && strspn(v, "0123456789.") == n;
+}
+
 int64_t store_now_us(void)
 {
     struct timespec ts;
@@ -44,7 +50,7 @@ void store_format_time(int64_t us, char out[40])
     gmtime_r(&sec, &tm);
     char date[32];
     strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(out, 40, "%s.%06d+00:00", date, (int)(us % 1000000));
+    snprintf(out, 40, "%.19s.%06d+00:00", date, (int)(us % 1000000));
 }
 
 void store_random_hex(char *out, size_t nbytes)
@@ -183,7 +189,7 @@ size_t store_repair(store_t *s)
     pthread_mutex_lock(&s->write_lock);
     while ((e = readdir(d)) != NULL) {
         if (e->d_name[0] == '.') continue;
-        char path[PATH_MAX];
+        char path[PATH_MAX + 256];
         snprintf(path, sizeof path, "%s/%s", tmp, e->d_name);
         size_t len = strlen(e->d_name);
         if (len > 8 && strcmp(e->d_name + len - 8, ".pending") == 0) repaired += repair_pending(s, path);

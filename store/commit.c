@@ -60,7 +60,7 @@ static void unlink_objects(store_t *s, store_item **v, size_t n)
 /* Makes the survivors (rows already inserted, transaction open) durable. */
 static void make_durable(store_t *s, db_t *db, store_item **v, size_t n)
 {
-    const char **names = malloc(n * sizeof *names);
+    const char **names = calloc(n, sizeof *names);
     if (!names) abort();
     for (size_t i = 0; i < n; i++) names[i] = v[i]->object;
     char pending[PATH_MAX];

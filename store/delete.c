@@ -19,12 +19,6 @@ typedef struct {
     char study_uid[STORE_UID_MAX + 1], series_uid[STORE_UID_MAX + 1], sop_uid[STORE_UID_MAX + 1];
 } victim;
 
-static bool valid_uid(const char *v)
-{
-    size_t n = v ? strlen(v) : 0;
-    return n > 0 && n <= STORE_UID_MAX && v[n - 1] != '.' && strspn(v, "0123456789.") == n;
-}
-
 static int run(db_t *db, const char *sql, int64_t a, int64_t b)
 {
     sqlite3_stmt *st = NULL;
@@ -185,7 +179,7 @@ store_status store_delete(store_t *s, const char *partition, const char *study, 
                           const char *sop, size_t *deleted, store_err *err)
 {
     if (deleted) *deleted = 0;
-    if (!valid_uid(study) || (series && !valid_uid(series)) || (sop && !valid_uid(sop)) || (sop && !series))
+    if (!store_valid_uid(study) || (series && !store_valid_uid(series)) || (sop && !store_valid_uid(sop)) || (sop && !series))
         return store_seterr(err, STORE_EINVAL, "the study, series or instance UID is not a valid UID");
     pthread_mutex_lock(&s->write_lock);
     db_t *db = s->writer;
@@ -204,7 +198,7 @@ store_status store_delete(store_t *s, const char *partition, const char *study, 
         free(v);
         return store_seterr(err, STORE_ENOTFOUND, "the %s to delete was not found", sop ? "instance" : series ? "series" : "study");
     }
-    const char **names = malloc(n * sizeof *names);
+    const char **names = calloc(n, sizeof *names);
     if (!names) abort();
     for (size_t i = 0; i < n; i++) names[i] = v[i].object;
     char pending[PATH_MAX];

@@ -57,14 +57,6 @@ void store_item_free(store_item *item)
     free(item);
 }
 
-/* The reference's UID rule: ^[0-9.]*[0-9]$, at most 64 characters. */
-static bool valid_uid(const char *v)
-{
-    size_t n = strlen(v);
-    if (n == 0 || n > STORE_UID_MAX || v[n - 1] == '.') return false;
-    return strspn(v, "0123456789.") == n;
-}
-
 static void add_failed(store_item *item, const char *line)
 {
     char *old = item->result.failed_attributes;
@@ -100,7 +92,7 @@ static bool check_uid(store_item *item, const dcm_attr *a, const char *name, con
     printable(a->value, shown, sizeof shown);
     if (!a->present || a->value[0] == 0)
         snprintf(line, sizeof line, "DICOM100: %s - %s is missing or empty; it is required", tag, name);
-    else if (a->truncated || !valid_uid(a->value))
+    else if (a->truncated || !store_valid_uid(a->value))
         snprintf(line, sizeof line, "DICOM100: %s - Content \"%s\" does not validate VR UI: "
                  "a UID is digits and dots, ends with a digit, and has at most 64 characters", tag, shown);
     else
@@ -161,10 +153,10 @@ static bool validate_indexed_v1(store_t *s, store_item *item, const dcm_parsed *
 static void copy_uids(store_item *item, const dcm_parsed *p)
 {
     store_ingest_result *r = &item->result;
-    snprintf(r->sop_class_uid, sizeof r->sop_class_uid, "%s", p->sop_class_uid.value);
-    snprintf(r->sop_instance_uid, sizeof r->sop_instance_uid, "%s", p->sop_instance_uid.value);
-    snprintf(r->study_uid, sizeof r->study_uid, "%s", p->study_uid.value);
-    snprintf(r->series_uid, sizeof r->series_uid, "%s", p->series_uid.value);
+    snprintf(r->sop_class_uid, sizeof r->sop_class_uid, "%.64s", p->sop_class_uid.value);
+    snprintf(r->sop_instance_uid, sizeof r->sop_instance_uid, "%.64s", p->sop_instance_uid.value);
+    snprintf(r->study_uid, sizeof r->study_uid, "%.64s", p->study_uid.value);
+    snprintf(r->series_uid, sizeof r->series_uid, "%.64s", p->series_uid.value);
 }
 
 static void prepare(store_t *s, store_item *item, const store_ingest_opts *o)

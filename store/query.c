@@ -81,12 +81,6 @@ static bool parse_long(const char *s, long *out)
     return true;
 }
 
-static bool valid_uid(const char *v)
-{
-    size_t n = strlen(v);
-    return n > 0 && n <= STORE_UID_MAX && v[n - 1] != '.' && strspn(v, "0123456789.") == n;
-}
-
 static bool has_wildcard(const char *v) { return strchr(v, '*') || strchr(v, '?'); }
 
 /* Escapes GLOB's '[' and ']' so that only '*' and '?' stay special. */
@@ -180,7 +174,7 @@ static store_status parse_filter(const store_query *q, parsed_query *pq, const c
         f->kind = M_LIST;
         char *copy = strdup(value), *save = NULL;
         for (char *t = strtok_r(copy, ",\\", &save); t; t = strtok_r(NULL, ",\\", &save)) {
-            if (!valid_uid(t)) {
+            if (!store_valid_uid(t)) {
                 free(copy);
                 return store_seterr(err, STORE_EINVAL, "'%s' is not a valid UID for '%s'", t, key);
             }
@@ -654,7 +648,7 @@ static int64_t scope_key(db_t *db, bool series, int64_t parent, const char *uid)
 store_status store_find(store_t *s, const store_query *q, store_find_result *res, store_err *err)
 {
     memset(res, 0, sizeof *res);
-    if ((q->study_uid && !valid_uid(q->study_uid)) || (q->series_uid && !valid_uid(q->series_uid)))
+    if ((q->study_uid && !store_valid_uid(q->study_uid)) || (q->series_uid && !store_valid_uid(q->series_uid)))
         return store_seterr(err, STORE_EINVAL, "the study or series UID in the URL is not a valid UID");
     if (q->series_uid && !q->study_uid) return store_seterr(err, STORE_EINVAL, "a series scope needs a study");
     parsed_query pq;

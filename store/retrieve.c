@@ -7,12 +7,6 @@
 
 #include "internal.h"
 
-static bool valid_uid(const char *v)
-{
-    size_t n = v ? strlen(v) : 0;
-    return n > 0 && n <= STORE_UID_MAX && v[n - 1] != '.' && strspn(v, "0123456789.") == n;
-}
-
 /* The FROM/WHERE shared by instance lists and metadata; binds partition, study,
  * series, sop as ?1..?4 (NULL series/sop match anything). */
 #define SCOPE                                                                     \
@@ -21,9 +15,9 @@ static bool valid_uid(const char *v)
 
 static store_status check_uids(const char *study, const char *series, const char *sop, store_err *err)
 {
-    if (!valid_uid(study)) return store_seterr(err, STORE_EINVAL, "'%s' is not a valid StudyInstanceUID", study ? study : "");
-    if (series && !valid_uid(series)) return store_seterr(err, STORE_EINVAL, "'%s' is not a valid SeriesInstanceUID", series);
-    if (sop && !valid_uid(sop)) return store_seterr(err, STORE_EINVAL, "'%s' is not a valid SOPInstanceUID", sop);
+    if (!store_valid_uid(study)) return store_seterr(err, STORE_EINVAL, "'%s' is not a valid StudyInstanceUID", study ? study : "");
+    if (series && !store_valid_uid(series)) return store_seterr(err, STORE_EINVAL, "'%s' is not a valid SeriesInstanceUID", series);
+    if (sop && !store_valid_uid(sop)) return store_seterr(err, STORE_EINVAL, "'%s' is not a valid SOPInstanceUID", sop);
     if (sop && !series) return store_seterr(err, STORE_EINVAL, "an instance needs its series");
     return STORE_OK;
 }
