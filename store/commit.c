@@ -37,17 +37,22 @@ static void reject_all(store_item **v, size_t n, store_status st, const char *ms
         item_reject(v[i], st, STORE_FAIL_PROCESSING, "the archive could not store the instance: %s", msg);
 }
 
+/* fsync of a file (or directory) by name, relative to the archive. */
+static int sync_path(store_t *s, const char *rel, int flags)
+{
+    int fd = openat(s->dirfd, rel, O_RDONLY | O_CLOEXEC | flags);
+    int rc = fd < 0 ? -1 : fsync(fd);
+    if (fd >= 0) close(fd);
+    return rc;
+}
+
 static int sync_group(store_t *s, store_item **v, size_t n)
 {
     if (n > FEW) return syncfs(s->dirfd);
     for (size_t i = 0; i < n; i++) {
-        if (fdatasync(v[i]->fd) != 0) return -1;
-        char dir[PATH_MAX];
-        snprintf(dir, sizeof dir, "%s/%.10s", s->dir, v[i]->object); /* objects/xx */
-        int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        int rc = fd < 0 ? -1 : fsync(fd);
-        if (fd >= 0) close(fd);
-        if (rc != 0) return -1;
+        char dir[16];
+        snprintf(dir, sizeof dir, "%.10s", v[i]->object); /* objects/xx */
+        if (sync_path(s, v[i]->object, 0) != 0 || sync_path(s, dir, O_DIRECTORY) != 0) return -1;
     }
     return 0;
 }
@@ -73,6 +78,7 @@ static void make_durable(store_t *s, db_t *db, store_item **v, size_t n)
         char to[PATH_MAX];
         store_path(s, v[renamed]->object, to);
         if (rename(v[renamed]->tmp, to) != 0) failed = strerror(errno);
+        else v[renamed]->tmp[0] = 0;
     }
     if (!failed && sync_group(s, v, n) != 0) failed = strerror(errno);
     store_err err;
@@ -83,8 +89,6 @@ static void make_durable(store_t *s, db_t *db, store_item **v, size_t n)
         reject_all(v, n, STORE_EIO, failed);
     } else {
         for (size_t i = 0; i < n; i++) {
-            close(v[i]->fd);
-            v[i]->fd = -1;
             v[i]->final = true;
             v[i]->result.status = STORE_OK;
         }

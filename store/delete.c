@@ -56,7 +56,6 @@ static int relevel(const store_t *s, db_t *db, int64_t key, store_level level, i
     sqlite3_finalize(st);
     store_item tmp;
     memset(&tmp, 0, sizeof tmp);
-    tmp.fd = -1;
     dcm_value *values = NULL;
     size_t n = meta ? index_values_from_json(s, meta, &values) : 0;
     index_extract(s, values, n, &tmp);

@@ -24,10 +24,9 @@ void item_reject(store_item *item, store_status st, int reason, const char *fmt,
     va_start(ap, fmt);
     vsnprintf(item->result.message, sizeof item->result.message, fmt, ap);
     va_end(ap);
-    if (item->fd >= 0) {
-        close(item->fd);
-        item->fd = -1;
+    if (item->tmp[0]) {
         unlink(item->tmp);
+        item->tmp[0] = 0;
     }
 }
 
@@ -42,10 +41,7 @@ void store_ingest_result_clear(store_ingest_result *r)
 void store_item_free(store_item *item)
 {
     if (!item) return;
-    if (item->fd >= 0) {
-        close(item->fd);
-        unlink(item->tmp);
-    }
+    if (item->tmp[0]) unlink(item->tmp);
     store_ingest_result_clear(&item->result);
     free(item->metadata);
     free(item->attrs);
@@ -211,8 +207,9 @@ store_item *store_upload_finish(store_upload *up, const store_ingest_opts *o)
 {
     store_item *item = calloc(1, sizeof *item);
     if (!item) abort();
-    item->fd = up->fd;
     item->size = up->size;
+    /* Items keep no descriptor: a STOW of thousands of parts must not run out of them. */
+    close(up->fd);
     memcpy(item->tmp, up->path, sizeof item->tmp);
     snprintf(item->partition, sizeof item->partition, "%s", o && o->partition ? o->partition : STORE_DEFAULT_PARTITION);
     store_t *s = up->store;

@@ -139,8 +139,7 @@ struct store_item {
     store_ingest_result result;
     bool final;                /* result decided (rejected before commit, or committed) */
     char partition[65];
-    char tmp[PATH_MAX];        /* the upload's temp file */
-    int fd;                    /* open on tmp until committed or rejected */
+    char tmp[PATH_MAX];        /* the upload's temp file; "" once renamed or removed */
     char object[64];           /* "objects/xx/<32 hex>.dcm" */
     uint64_t size;
     char transfer_syntax[65];

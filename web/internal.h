@@ -1,0 +1,59 @@
+/* internal.h — what web/'s files share: the server, a request in progress, and the
+ * response helpers. Each route's handler lives in its own file and answers through
+ * web_send_*(), which adds the headers every response carries (CORS, API versions). */
+#ifndef DICOMFS_WEB_INTERNAL_H
+#define DICOMFS_WEB_INTERNAL_H
+
+#include <microhttpd.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "route.h"
+#include "store.h"
+#include "web.h"
+
+struct web_server {
+    struct MHD_Daemon *mhd;
+    store_t *store;
+    char cors[256];
+    uint64_t max_body;
+    uint16_t port;
+};
+
+typedef struct web_request {
+    web_server *srv;
+    struct MHD_Connection *conn;
+    const char *method;
+    route route;
+    int status;          /* non-zero: an error decided before the body; the body is drained */
+    char msg[512];
+    uint64_t body_bytes;
+    void *stow;          /* stow.c's state while a body streams in */
+} web_request;
+
+/* Queues RESP (consumed) with STATUS and the common headers. */
+enum MHD_Result web_send(web_request *rq, unsigned status, struct MHD_Response *resp);
+/* A plain-text body (the reference's error bodies), printf-style. */
+enum MHD_Result web_send_text(web_request *rq, unsigned status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* BODY (malloc'd, consumed) with CONTENT_TYPE. */
+enum MHD_Result web_send_body(web_request *rq, unsigned status, char *body, size_t len, const char *content_type);
+enum MHD_Result web_send_empty(web_request *rq, unsigned status);
+/* The one table from store status to HTTP status. */
+unsigned web_http_status(store_status st);
+/* A header of the request, or NULL. */
+const char *web_header(web_request *rq, const char *name);
+/* "http://host:port" as the client addressed us (Host header), for absolute URLs. */
+void web_base_url(web_request *rq, char *out, size_t len);
+/* Does the Accept header allow MEDIA (or have no opinion: NULL/empty is "no")? */
+bool web_accepts(web_request *rq, const char *media);
+
+enum MHD_Result qido_handle(web_request *rq);
+enum MHD_Result delete_handle(web_request *rq);
+enum MHD_Result wado_handle(web_request *rq);       /* retrieve, metadata, frames, rendered */
+void stow_begin(web_request *rq);                   /* checks headers; may set rq->status */
+void stow_feed(web_request *rq, const char *data, size_t len);
+enum MHD_Result stow_finish(web_request *rq);
+void stow_free(web_request *rq);
+
+#endif

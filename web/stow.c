@@ -1,0 +1,249 @@
+/* stow.c — STOW-RS: POST /studies[/{study}] with multipart/related parts of
+ * application/dicom (or one bare application/dicom body).
+ *
+ * Each part streams from the network into its own store upload (a temp file in the
+ * archive) and is parsed when it ends; nothing is committed until the whole body has
+ * arrived intact. Then all parts are committed as one group (shared syncs) and the
+ * response lists each part's result as the reference does. A truncated or malformed
+ * body stores nothing. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <jansson.h>
+
+#include "internal.h"
+#include "mediatype.h"
+#include "multipart.h"
+
+typedef struct {
+    web_request *rq;
+    web_multipart *mp;      /* NULL for a single application/dicom body */
+    char root_type[128];    /* the multipart type parameter, for parts without a Content-Type */
+    store_ingest_opts opts;
+    store_upload *up;       /* the part being received */
+    store_item **items;
+    size_t n_items, cap;
+} stow_state;
+
+static void reject(web_request *rq, int status, const char *fmt, const char *arg)
+{
+    if (rq->status) return;
+    rq->status = status;
+    snprintf(rq->msg, sizeof rq->msg, fmt, arg);
+}
+
+static int begin_upload(stow_state *s)
+{
+    store_err err = {0};
+    s->up = store_upload_begin(s->rq->srv->store, &err);
+    if (!s->up) {
+        reject(s->rq, MHD_HTTP_SERVICE_UNAVAILABLE, "%s", err.msg);
+        return -1;
+    }
+    return 0;
+}
+
+static int end_upload(stow_state *s)
+{
+    if (!s->up) return 0;
+    if (s->n_items == s->cap) {
+        s->cap = s->cap ? s->cap * 2 : 16;
+        s->items = realloc(s->items, s->cap * sizeof *s->items);
+        if (!s->items) abort();
+    }
+    s->items[s->n_items++] = store_upload_finish(s->up, &s->opts);
+    s->up = NULL;
+    return 0;
+}
+
+static int on_part_begin(void *ctx, const char *content_type)
+{
+    stow_state *s = ctx;
+    const char *type = content_type ? content_type : s->root_type;
+    web_media_type mt;
+    if (!type[0] || web_media_type_parse(type, &mt) != 0 || strcmp(mt.type, "application/dicom") != 0) {
+        reject(s->rq, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE,
+               "A part has the media type '%s'; every part must be application/dicom.", type[0] ? type : "(none)");
+        return -1;
+    }
+    return begin_upload(s);
+}
+
+static int on_part_data(void *ctx, const char *data, size_t len)
+{
+    stow_state *s = ctx;
+    if (store_upload_write(s->up, data, len) != STORE_OK) {
+        reject(s->rq, MHD_HTTP_SERVICE_UNAVAILABLE, "%s", "The archive could not write the upload to its disk.");
+        return -1;
+    }
+    return 0;
+}
+
+static int on_part_end(void *ctx) { return end_upload(ctx); }
+
+static const web_multipart_callbacks callbacks = {on_part_begin, on_part_data, on_part_end};
+
+void stow_begin(web_request *rq)
+{
+    const route *r = &rq->route;
+    if (!web_accepts(rq, "application/dicom+json"))
+        return reject(rq, MHD_HTTP_NOT_ACCEPTABLE, "%s",
+                      "The request headers are not acceptable: STOW-RS answers application/dicom+json.");
+    if (r->bad_uid) return reject(rq, MHD_HTTP_BAD_REQUEST, "The study UID '%s' in the URL is not a valid UID.", r->study);
+    const char *ct = web_header(rq, MHD_HTTP_HEADER_CONTENT_TYPE);
+    web_media_type mt;
+    if (!ct || web_media_type_parse(ct, &mt) != 0)
+        return reject(rq, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE, "The content type '%s' is not supported; send "
+                      "multipart/related; type=\"application/dicom\" or application/dicom.", ct ? ct : "(none)");
+    stow_state *s = calloc(1, sizeof *s);
+    if (!s) abort();
+    s->rq = rq;
+    s->opts.api_version = r->version;
+    s->opts.expected_study_uid = r->study[0] ? r->study : NULL;
+    rq->stow = s;
+    if (strcmp(mt.type, "application/dicom") == 0) {
+        begin_upload(s);
+        return;
+    }
+    if (strcmp(mt.type, "multipart/related") != 0)
+        return reject(rq, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE, "The content type '%s' is not supported; send "
+                      "multipart/related; type=\"application/dicom\" or application/dicom.", mt.type);
+    if (web_media_type_param(&mt, "start"))
+        return reject(rq, MHD_HTTP_BAD_REQUEST, "%s", "The multipart 'start' parameter is not supported.");
+    const char *type = web_media_type_param(&mt, "type");
+    snprintf(s->root_type, sizeof s->root_type, "%s", type ? type : "");
+    const char *boundary = web_media_type_param(&mt, "boundary");
+    if (!boundary || !(s->mp = web_multipart_new(boundary, &callbacks, s)))
+        return reject(rq, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE, "%s",
+                      "The multipart/related content type needs a boundary parameter of 1 to 70 characters.");
+}
+
+void stow_feed(web_request *rq, const char *data, size_t len)
+{
+    stow_state *s = rq->stow;
+    if (!s->mp) {
+        if (s->up && store_upload_write(s->up, data, len) != STORE_OK)
+            reject(rq, MHD_HTTP_SERVICE_UNAVAILABLE, "%s", "The archive could not write the upload to its disk.");
+        return;
+    }
+    if (web_multipart_feed(s->mp, data, len) != 0)
+        reject(rq, MHD_HTTP_BAD_REQUEST, "The multipart body is malformed: %s", web_multipart_error(s->mp));
+}
+
+/* ---- The response --------------------------------------------------------------- */
+
+static json_t *element(const char *vr, json_t *value)
+{
+    json_t *e = json_pack("{s:s}", "vr", vr);
+    json_object_set_new(e, "Value", value ? json_pack("[o]", value) : json_array());
+    return e;
+}
+
+static json_t *failed_attributes(const store_ingest_result *res)
+{
+    json_t *items = json_array();
+    if (res->failed_attributes) {
+        char *copy = strdup(res->failed_attributes), *save = NULL;
+        for (char *line = strtok_r(copy, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+            json_t *item = json_object();
+            json_object_set_new(item, "00000902", element("LO", json_string(line)));
+            json_array_append_new(items, item);
+        }
+        free(copy);
+    }
+    return json_pack("{s:s, s:o}", "vr", "SQ", "Value", items);
+}
+
+static json_t *sop_item(const store_ingest_result *res)
+{
+    json_t *item = json_object();
+    if (res->sop_class_uid[0]) json_object_set_new(item, "00081150", element("UI", json_string(res->sop_class_uid)));
+    if (res->sop_instance_uid[0]) json_object_set_new(item, "00081155", element("UI", json_string(res->sop_instance_uid)));
+    return item;
+}
+
+static enum MHD_Result respond(stow_state *s)
+{
+    web_request *rq = s->rq;
+    char base[300];
+    web_base_url(rq, base, sizeof base);
+    json_t *stored = json_array(), *failed = json_array();
+    bool warnings = false, multiple = false;
+    for (size_t i = 0; i < s->n_items; i++) {
+        const store_ingest_result *res = store_item_result(s->items[i]);
+        json_t *item = sop_item(res);
+        if (res->status == STORE_OK) {
+            char url[600];
+            snprintf(url, sizeof url, "%s/v%d/studies/%s/series/%s/instances/%s", base, rq->route.version, res->study_uid,
+                     res->series_uid, res->sop_instance_uid);
+            json_object_set_new(item, "00081190", element("UR", json_string(url)));
+            if (res->warning_reason) {
+                warnings = true;
+                json_object_set_new(item, "00081196", element("US", json_integer(res->warning_reason)));
+            }
+            if (rq->route.version >= 2) json_object_set_new(item, "00741048", failed_attributes(res));
+            multiple |= res->multiple_values;
+            json_array_append_new(stored, item);
+        } else {
+            json_object_set_new(item, "00081197", element("US", json_integer(res->failure_reason)));
+            if (res->failure_reason == STORE_FAIL_VALIDATION) json_object_set_new(item, "00741048", failed_attributes(res));
+            json_array_append_new(failed, item);
+        }
+    }
+    size_t n_ok = json_array_size(stored), n_failed = json_array_size(failed);
+    json_t *body = json_object();
+    if (rq->route.study[0] && n_ok) {
+        char url[400];
+        snprintf(url, sizeof url, "%s/v%d/studies/%s", base, rq->route.version, rq->route.study);
+        json_object_set_new(body, "00081190", element("UR", json_string(url)));
+    }
+    if (n_failed) json_object_set_new(body, "00081198", json_pack("{s:s, s:o}", "vr", "SQ", "Value", failed));
+    else json_decref(failed);
+    if (n_ok) json_object_set_new(body, "00081199", json_pack("{s:s, s:o}", "vr", "SQ", "Value", stored));
+    else json_decref(stored);
+    char *text = json_dumps(body, JSON_COMPACT);
+    json_decref(body);
+    /* StoreResponseBuilder: 200 all stored (v2: and no warnings), 202 mixed, 409 none. */
+    unsigned status = n_ok == 0 ? MHD_HTTP_CONFLICT
+                      : n_failed || (warnings && rq->route.version >= 2) ? MHD_HTTP_ACCEPTED
+                                                                         : MHD_HTTP_OK;
+    struct MHD_Response *resp = MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/dicom+json");
+    if (multiple) {
+        char warn[400];
+        snprintf(warn, sizeof warn, "299 %s \"One or more indexed Dicom tag(s) have multiple values, only first value is indexed.\"",
+                 base + 7);
+        MHD_add_response_header(resp, "Warning", warn);
+    }
+    return web_send(rq, status, resp);
+}
+
+enum MHD_Result stow_finish(web_request *rq)
+{
+    stow_state *s = rq->stow;
+    if (s->mp && web_multipart_finish(s->mp) != 0)
+        reject(rq, MHD_HTTP_BAD_REQUEST, "The multipart body is incomplete or malformed: %s", web_multipart_error(s->mp));
+    if (!s->mp && s->up && store_upload_size(s->up) == 0) {
+        store_upload_abort(s->up);
+        s->up = NULL;
+    }
+    if (!s->mp) end_upload(s);
+    if (rq->status) return web_send_text(rq, (unsigned)rq->status, "%s", rq->msg);
+    if (s->n_items == 0) return web_send_empty(rq, MHD_HTTP_NO_CONTENT);
+    store_commit(rq->srv->store, s->items, s->n_items);
+    return respond(s);
+}
+
+void stow_free(web_request *rq)
+{
+    stow_state *s = rq->stow;
+    if (!s) return;
+    store_upload_abort(s->up);
+    for (size_t i = 0; i < s->n_items; i++) store_item_free(s->items[i]);
+    free(s->items);
+    web_multipart_free(s->mp);
+    free(s);
+    rq->stow = NULL;
+}

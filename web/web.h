@@ -1,0 +1,31 @@
+/* web.h — the DICOMweb HTTP endpoint: the archive as the Azure DICOM service answers.
+ *
+ * One server serves one store on one address, with libmicrohttpd's thread-per-connection
+ * model (handlers block on the store; a slow client holds only its own thread). Routes,
+ * status codes, headers and JSON follow docs/ARCHITECTURE.md's notes on the reference
+ * service. Request and response bodies are streamed, never held whole in memory, except
+ * the small JSON bodies (QIDO, STOW results, metadata). */
+#ifndef DICOMFS_WEB_H
+#define DICOMFS_WEB_H
+
+#include <stdint.h>
+
+#include "store.h"
+
+typedef struct web_server web_server;
+
+typedef struct {
+    const char *host;        /* numeric address to listen on, "127.0.0.1" by default */
+    uint16_t port;           /* 0: any free port (web_server_port tells which) */
+    const char *cors_origin; /* Access-Control-Allow-Origin; NULL: "*" */
+    uint64_t max_body;       /* STOW limit in bytes; 0: 2 GiB - 1, as the reference */
+} web_options;
+
+/* Starts serving STORE (which must outlive the server). NULL with ERR filled on failure
+ * (address in use, bad address). */
+web_server *web_server_start(store_t *store, const web_options *opts, store_err *err);
+uint16_t web_server_port(const web_server *srv);
+/* Stops accepting, finishes the requests in progress, frees. NULL is a no-op. */
+void web_server_stop(web_server *srv);
+
+#endif
