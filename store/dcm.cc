@@ -19,6 +19,10 @@
 #include <dcmtk/dcmjpls/djdecode.h>
 #include <dcmtk/dcmjpls/djencode.h>
 #include <dcmtk/dcmimage/diregist.h>
+#include <dcmtk/dcmimage/dipipng.h>
+#include <dcmtk/dcmimgle/dcmimage.h>
+#include <dcmtk/dcmjpeg/dipijpeg.h>
+#include <dcmtk/dcmdata/dcostrmb.h>
 #include <dcmtk/oflog/oflog.h>
 
 #include <iconv.h>
@@ -699,4 +703,163 @@ extern "C" int dcm_tag_info(uint32_t tag, char *keyword, size_t len, char vr[3])
     }
     dcmDataDict.rdunlock();
     return rc;
+}
+
+/* ---- Retrieval ---------------------------------------------------------------------- */
+
+static void copy_out(const void *data, size_t n, unsigned char **out, size_t *len)
+{
+    *out = (unsigned char *)malloc(n ? n : 1);
+    if (!*out) abort();
+    memcpy(*out, data, n);
+    *len = n;
+}
+
+extern "C" bool dcm_can_write(const char *ts)
+{
+    E_TransferSyntax x = DcmXfer(ts).getXfer();
+    switch (x) {
+    case EXS_LittleEndianImplicit: case EXS_LittleEndianExplicit: case EXS_BigEndianExplicit:
+    case EXS_DeflatedLittleEndianExplicit: case EXS_JPEGProcess1: case EXS_JPEGProcess2_4:
+    case EXS_JPEGProcess14: case EXS_JPEGProcess14SV1: case EXS_JPEGLSLossless: case EXS_JPEGLSLossy:
+    case EXS_RLELossless:
+        return true;
+    default:
+        return false;
+    }
+}
+
+/* Loads PATH fully (no lazy values: the caller may hold the file only briefly). */
+static bool load_full(DcmFileFormat &ff, const char *path, char *err, size_t errlen)
+{
+    OFCondition c = ff.loadFile(path, EXS_Unknown, EGL_noChange, DCM_MaxReadLength, ERM_autoDetect);
+    if (c.good()) c = ff.loadAllDataIntoMemory();
+    if (c.bad()) snprintf(err, errlen, "cannot read the stored instance: %s", c.text());
+    return c.good();
+}
+
+extern "C" int dcm_transcode(const char *path, const char *ts, unsigned char **out, size_t *len, char *err, size_t errlen)
+{
+    DcmFileFormat ff;
+    if (!load_full(ff, path, err, errlen)) return -1;
+    DcmXfer target(ts);
+    E_TransferSyntax to = target.getXfer();
+    if (to == EXS_Unknown || !dcm_can_write(ts)) {
+        snprintf(err, errlen, "the archive cannot write transfer syntax %s", ts);
+        return -1;
+    }
+    DcmDataset *ds = ff.getDataset();
+    E_TransferSyntax from = ds->getOriginalXfer();
+    try {
+        OFCondition c = ds->chooseRepresentation(to, NULL);
+        if (c.bad() || !ds->canWriteXfer(to, from)) {
+            snprintf(err, errlen, "cannot transcode from %s to %s: %s", DcmXfer(from).getXferID(), ts,
+                     c.bad() ? c.text() : "no codec for this pair");
+            return -1;
+        }
+        /* Write to memory in 1 MiB steps: the stream asks to be drained when full. */
+        std::string result;
+        std::vector<unsigned char> buf(1 << 20);
+        DcmOutputBufferStream os(buf.data(), (offile_off_t)buf.size());
+        ff.transferInit();
+        do {
+            c = ff.write(os, to, EET_ExplicitLength, NULL, EGL_recalcGL, EPD_noChange, 0, 0, 0, EWM_updateMeta);
+            void *data = NULL;
+            offile_off_t n = 0;
+            os.flushBuffer(data, n);
+            result.append((const char *)data, (size_t)n);
+        } while (c == EC_StreamNotifyClient);
+        ff.transferEnd();
+        if (c.bad()) {
+            snprintf(err, errlen, "cannot write the transcoded instance: %s", c.text());
+            return -1;
+        }
+        os.flush();
+        void *data = NULL;
+        offile_off_t n = 0;
+        os.flushBuffer(data, n);
+        result.append((const char *)data, (size_t)n);
+        copy_out(result.data(), result.size(), out, len);
+    } catch (const std::exception &e) {
+        snprintf(err, errlen, "cannot transcode: %s", e.what());
+        return -1;
+    }
+    return 0;
+}
+
+extern "C" int dcm_frame_native(const char *path, uint32_t frame, unsigned char **out, size_t *len, char *err,
+                                size_t errlen)
+{
+    DcmFileFormat ff;
+    if (!load_full(ff, path, err, errlen)) return -1;
+    DcmDataset *ds = ff.getDataset();
+    DcmElement *el = NULL;
+    if (ds->findAndGetElement(DCM_PixelData, el).bad() || !el) {
+        snprintf(err, errlen, "the instance has no pixel data");
+        return -1;
+    }
+    DcmPixelData *px = OFstatic_cast(DcmPixelData *, el);
+    Uint32 fsize = 0;
+    if (px->getUncompressedFrameSize(ds, fsize).bad() || fsize == 0) {
+        snprintf(err, errlen, "the frame size is unknown");
+        return -1;
+    }
+    std::vector<unsigned char> buf((size_t)fsize + 1);
+    Uint32 start = 0;
+    OFString color;
+    OFCondition c = px->getUncompressedFrame(ds, frame, start, buf.data(), (fsize + 1) & ~1u, color, NULL);
+    if (c.bad()) {
+        snprintf(err, errlen, "cannot decode frame %u: %s", frame + 1, c.text());
+        return -1;
+    }
+    copy_out(buf.data(), fsize, out, len);
+    return 0;
+}
+
+extern "C" int dcm_render(const char *path, uint32_t frame, bool png, int quality, unsigned char **out, size_t *len,
+                          char *err, size_t errlen)
+{
+    DcmFileFormat ff;
+    OFCondition c = ff.loadFile(path, EXS_Unknown, EGL_noChange, 4096, ERM_autoDetect);
+    if (c.bad()) {
+        snprintf(err, errlen, "cannot read the stored instance: %s", c.text());
+        return -1;
+    }
+    DcmDataset *ds = ff.getDataset();
+    if (!ds->tagExists(DCM_PixelData)) return 1;
+    /* Partial access decodes only the requested frame and leaves the dataset alone. */
+    DicomImage img(ds, ds->getOriginalXfer(), CIF_UsePartialAccessToPixelData, (unsigned long)frame, 1UL);
+    if (img.getStatus() != EIS_Normal) {
+        snprintf(err, errlen, "cannot render: %s", DicomImage::getString(img.getStatus()));
+        return -1;
+    }
+    if (img.isMonochrome()) {
+        if (img.getWindowCount() > 0)
+            img.setWindow(0);
+        else
+            img.setMinMaxWindow();
+    }
+    char *mem = NULL;
+    size_t size = 0;
+    FILE *f = open_memstream(&mem, &size);
+    if (!f) abort();
+    int ok;
+    if (png) {
+        DiPNGPlugin plugin;
+        plugin.setInterlaceType(E_pngInterlaceNone);
+        ok = img.writePluginFormat(&plugin, f, 0);
+    } else {
+        DiJPEGPlugin plugin;
+        plugin.setQuality((unsigned int)quality);
+        ok = img.writePluginFormat(&plugin, f, 0);
+    }
+    fclose(f);
+    if (!ok) {
+        free(mem);
+        snprintf(err, errlen, "cannot encode the rendered image");
+        return -1;
+    }
+    *out = (unsigned char *)mem;
+    *len = size;
+    return 0;
 }

@@ -81,6 +81,24 @@ typedef struct {
 int dcm_parse(const char *path, const dcm_request *req, dcm_parsed *out, char *err, size_t errlen);
 void dcm_parsed_free(dcm_parsed *p);
 
+/* ---- Reading for retrieval (WADO-RS) ---------------------------------------------- */
+
+/* Can DCMTK write transfer syntax TS (for transcoding)? */
+bool dcm_can_write(const char *ts);
+
+/* Writes the instance at PATH in transfer syntax TS as a Part-10 file into a malloc'd
+ * buffer. 0, or -1 with why (a codec that cannot read the source or write the target). */
+int dcm_transcode(const char *path, const char *ts, unsigned char **out, size_t *len, char *err, size_t errlen);
+
+/* Frame FRAME (0-based) of PATH decoded to native pixels in Explicit VR Little Endian
+ * byte order. 0, or -1 with why. */
+int dcm_frame_native(const char *path, uint32_t frame, unsigned char **out, size_t *len, char *err, size_t errlen);
+
+/* Frame FRAME (0-based) of PATH rendered for display (its window, else min-max) as JPEG
+ * (QUALITY 1..100) or PNG. 0, or -1 with why; 1 when the instance has no pixel data. */
+int dcm_render(const char *path, uint32_t frame, bool png, int quality, unsigned char **out, size_t *len, char *err,
+               size_t errlen);
+
 /* Dictionary: keyword ("PatientName") to tag and VR; tag to keyword. 0 or -1. */
 int dcm_tag_by_keyword(const char *keyword, uint32_t *tag, char vr[3]);
 int dcm_tag_info(uint32_t tag, char *keyword, size_t len, char vr[3]);

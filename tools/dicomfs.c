@@ -15,6 +15,7 @@ static const struct {
     {"delete", cmd_delete, "delete a study, series or instance"},
     {"changes", cmd_changes, "print change-feed entries"},
     {"fsck", cmd_fsck, "check (and repair) an archive"},
+    {"serve", cmd_serve, "serve the archive over DICOMweb (HTTP)"},
 };
 
 static void usage(FILE *out)

@@ -139,6 +139,9 @@ def main():
         if x and x.get("stored"):
             row("index bytes/instance, %s" % setname, x["index_bytes"] / x["stored"], "B",
                 note="index.db+wal after checkpoint; archive %s MB total" % fmt(x.get("archive_bytes", 0) / 1e6))
+            if x.get("peak_wal_bytes") is not None and x.get("wal_samples", 0) >= 5:
+                row("peak WAL during ingest, bytes/instance, %s" % setname, x["peak_wal_bytes"] / x["stored"],
+                    "B", note="index.db-wal sampled every 0.2 s; %s MB" % fmt(x["peak_wal_bytes"] / 1e6))
 
     # Queries.
     q_by = {}

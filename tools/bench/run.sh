@@ -15,7 +15,8 @@
 #   ingest     `dicomfs ingest` of each set into a fresh archive: instances/s, MB/s, index
 #              bytes/instance (index.db + -wal after a TRUNCATE checkpoint).
 #   queries    qlat.py: median and p95 of five typical study-level queries on the benchmark
-#              archive (the small set's), minus the start-up of a trivial `find`.
+#              archive (the small set's): in-process with `find --repeat N` (the query
+#              alone), and as whole `find` processes minus the start-up of a trivial one.
 #   scales     gen_synth.py: N synthetic ~1 KB instances per BENCH_SCALES entry, ingested
 #              once and kept (keyed by N, the generator and the index schema); the same
 #              queries at each N and the growth from the smallest to the largest N.
@@ -28,8 +29,8 @@
 #   BENCH_QUERY_RUNS=N      runs per query (default 30)
 #   BENCH_REPS=N            runs of each limit and of each dataset ingest (default 3; the
 #                           table shows the run with the median time)
-#   BENCH_QUERY_MODE=M      auto|process|repeat (see qlat.py; auto switches to
-#                           `find --repeat N --timing` as soon as dicomfs has it)
+#   BENCH_QUERY_MODE=M      auto|process|repeat: what the table's query figures are (see
+#                           qlat.py; auto = `find --repeat N` when `find --help` has it)
 #   BENCH_INGEST_ARGS="..." extra arguments for `dicomfs ingest` (e.g. "--jobs 2")
 #   BENCH_REBUILD=1         rebuild kept synthetic archives even if they look current
 #   BENCH_KEEP_SYNTH_FILES=1 keep the synthetic source files after ingest (default: delete;
@@ -109,14 +110,31 @@ ingest_archive() {
     local files bytes t0 t1 rc line stored skipped failed idx
     rm -rf "$arch"
     files=$(find "$@" -type f | wc -l)
-    bytes=$(find "$@" -type f -printf '%s\n' | awk '{ s += $1 } END { print s + 0 }')
+    bytes=$(find "$@" -type f -printf '%s\n' | awk '{ s += $1 } END { printf "%.0f\n", s }')
     warm "$@"
     sync
     log "ingest $label${RUN:+ ($RUN/$REPS)}: $files files, $((bytes / 1048576)) MB"
     t0=$(now_ns)
-    "$BIN" ingest "${INGEST_ARGS[@]}" "$arch" "$@" >/dev/null 2>"$LOGS/ingest-$label.log"
+    "$BIN" ingest "${INGEST_ARGS[@]}" "$arch" "$@" >/dev/null 2>"$LOGS/ingest-$label.log" &
+    local pid=$! sampler wal wal_samples
+    # The WAL's peak size while ingesting (a stat every 0.2 s, in the background): it shows
+    # whether checkpoints keep up or the WAL grows with the whole ingest.
+    (
+        peak=0 samples=0
+        while kill -0 "$pid" 2>/dev/null; do
+            w=$(stat -c %s "$arch/index.db-wal" 2>/dev/null || echo 0)
+            [ "$w" -gt "$peak" ] && peak=$w
+            samples=$((samples + 1))
+            sleep 0.2
+        done
+        echo "$peak $samples" >"$WORK/wal-peak"
+    ) &
+    sampler=$!
+    wait "$pid"
     rc=$?
     t1=$(now_ns)
+    wait "$sampler"
+    read -r wal wal_samples <"$WORK/wal-peak" || wal=0 wal_samples=0
     line=$(grep -E '^ingest: [0-9]+ stored' "$LOGS/ingest-$label.log" | tail -n1)
     stored=$(sed -nE 's/^ingest: ([0-9]+) stored.*/\1/p' <<<"$line")
     skipped=$(sed -nE 's/.* ([0-9]+) skipped.*/\1/p' <<<"$line")
@@ -130,16 +148,16 @@ ingest_archive() {
     if [ -f "$arch/index.db" ]; then
         sqlite3 "$arch/index.db" 'PRAGMA wal_checkpoint(TRUNCATE)' >/dev/null 2>&1 ||
             log "checkpoint of $arch/index.db failed"
-        idx=$(stat -c %s "$arch/index.db" "$arch/index.db-wal" 2>/dev/null | awk '{ s += $1 } END { print s + 0 }')
+        idx=$(stat -c %s "$arch/index.db" "$arch/index.db-wal" 2>/dev/null | awk '{ s += $1 } END { printf "%.0f\n", s }')
     fi
     record kind=ingest set="$label" run="${RUN:-1}" files="$files" bytes="$bytes" seconds="$(secs "$t0" "$t1")" \
         exit="$rc" stored="${stored:-0}" skipped="${skipped:-0}" failed="${failed:-0}" \
-        index_bytes="$idx" archive_bytes="$(du -sb "$arch" 2>/dev/null | cut -f1)"
+        peak_wal_bytes="$wal" wal_samples="$wal_samples" index_bytes="$idx" archive_bytes="$(du -sb "$arch" 2>/dev/null | cut -f1)"
 }
 
 # query_latency LABEL ARCHIVE QUERIES INSTANCES — records kind=query.
-# Process mode subtracts a trivial find's start-up; when dicomfs grows
-# `find --repeat N --timing`, qlat.py switches by itself (BENCH_QUERY_MODE=auto), see there.
+# qlat.py times each query in-process with `find --repeat N` when dicomfs has it (and
+# parses its stderr summary), and always as whole processes minus a trivial find's start-up.
 query_latency() {
     local label=$1 arch=$2 queries=$3 n=$4 out
     log "queries on $label ($n instances): $RUNS runs each, mode $QMODE"

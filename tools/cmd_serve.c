@@ -1,0 +1,79 @@
+/* cmd_serve.c — `dicomfs serve`: the archive's DICOMweb endpoint, until SIGINT/SIGTERM. */
+#include <getopt.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "web.h"
+
+static const char usage_text[] =
+    "usage: dicomfs serve ARCHIVE [--http HOST:PORT] [--cors ORIGIN]\n\n"
+    "Serves ARCHIVE (created when missing) over DICOMweb as the Azure DICOM service does:\n"
+    "STOW-RS, QIDO-RS, WADO-RS and DELETE under /v1/ and /v2/, and /health/check.\n\n"
+    "  --http HOST:PORT  where to listen (default 127.0.0.1:8080; port 0 picks a free one)\n"
+    "  --cors ORIGIN     Access-Control-Allow-Origin for browser viewers (default *)\n\n"
+    "Prints 'dicomfs: serving ARCHIVE at http://HOST:PORT' once it listens; stops cleanly\n"
+    "on SIGINT or SIGTERM, finishing the requests in progress.\n";
+
+int cmd_serve(int argc, char **argv)
+{
+    static const struct option opts[] = {{"http", required_argument, NULL, 'H'}, {"cors", required_argument, NULL, 'c'},
+                                         {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
+    char host[64] = "127.0.0.1";
+    long port = 8080;
+    web_options wo = {0};
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'H': {
+            const char *colon = strrchr(optarg, ':');
+            char *end;
+            port = colon ? strtol(colon + 1, &end, 10) : -1;
+            if (!colon || *end || port < 0 || port > 65535 || (size_t)(colon - optarg) >= sizeof host) {
+                fprintf(stderr, "dicomfs serve: --http wants HOST:PORT, not '%s'\n", optarg);
+                return 2;
+            }
+            snprintf(host, sizeof host, "%.*s", (int)(colon - optarg), optarg);
+            break;
+        }
+        case 'c': wo.cors_origin = optarg; break;
+        case 'h': fputs(usage_text, stdout); return 0;
+        default: fputs(usage_text, stderr); return 2;
+        }
+    }
+    if (optind != argc - 1) {
+        fputs(usage_text, stderr);
+        return 2;
+    }
+    /* Block the stop signals in every thread; the main thread waits for them. */
+    sigset_t stop;
+    sigemptyset(&stop);
+    sigaddset(&stop, SIGINT);
+    sigaddset(&stop, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &stop, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    store_t *s = cli_open("serve", argv[optind], true);
+    if (!s) return 2;
+    wo.host = host;
+    wo.port = (uint16_t)port;
+    store_err err = {0};
+    web_server *srv = web_server_start(s, &wo, &err);
+    if (!srv) {
+        fprintf(stderr, "dicomfs serve: %s\n", err.msg);
+        store_close(s);
+        return 2;
+    }
+    printf("dicomfs: serving %s at http://%s:%u\n", store_dir(s), host, web_server_port(srv));
+    fflush(stdout);
+    int sig = 0;
+    sigwait(&stop, &sig);
+    fprintf(stderr, "dicomfs serve: stopping (%s)\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    web_server_stop(srv);
+    store_close(s);
+    return 0;
+}
