@@ -18,12 +18,14 @@ build: deps
 	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 	@cmake --build $(BUILD) -j $(JOBS)
 
-# Until the HTTP and FUSE faces land, "running the archive" means: store what is in
-# $(INBOX), then list the archive's studies.
+HTTP    ?= 127.0.0.1:8080
+
+# Stores what is in $(INBOX) (if anything), then serves the archive over DICOMweb until
+# Ctrl-C.
 run: build
 	@mkdir -p $(INBOX)
-	@$(BUILD)/dicomfs ingest $(ARCHIVE) $(INBOX)
-	@$(BUILD)/dicomfs find $(ARCHIVE) includefield=NumberOfStudyRelatedInstances,ModalitiesInStudy
+	@if [ -n "$$(ls -A $(INBOX))" ]; then $(BUILD)/dicomfs ingest $(ARCHIVE) $(INBOX); fi
+	@$(BUILD)/dicomfs serve $(ARCHIVE) --http $(HTTP)
 
 test: test-deps build
 	@cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
