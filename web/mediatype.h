@@ -27,8 +27,10 @@ int web_media_type_parse(const char *text, web_media_type *out);
 const char *web_media_type_param(const web_media_type *mt, const char *name);
 
 /* Splits an Accept header at top-level commas (not inside quotes) and parses each
- * entry into OUT (at most MAX); returns how many, or -1 when an entry is malformed.
- * Entries keep their order; use q to rank them. */
+ * entry into OUT (at most MAX); returns how many, or -1 when any entry is malformed
+ * (an invalid q such as "q=abc" included). The q parameter goes to .q, not to params.
+ * Entries keep their order; use q to rank them. A web_media_type is ~2.7 KB: keep
+ * lists short on the stack. */
 int web_accept_parse(const char *header, web_media_type *out, size_t max);
 
 #endif

@@ -28,8 +28,11 @@ typedef struct {
     int (*part_end)(void *ctx);
 } web_multipart_callbacks;
 
-/* BOUNDARY is the boundary parameter's value, unquoted (1..70 characters). Returns NULL
- * when it is empty or too long. */
+/* BOUNDARY is the boundary parameter's value, unquoted (1..70 characters, no CR or LF:
+ * the scanner relies on a delimiter starting at a CR). Returns NULL otherwise.
+ * Body delimiters must use CRLF (a bare LF is tolerated in header lines and after the
+ * delimiter); at most 64 bytes of transport padding; a second Content-Type in one part is
+ * an error. The content_type passed to part_begin is valid during that call only. */
 web_multipart *web_multipart_new(const char *boundary, const web_multipart_callbacks *cb, void *ctx);
 
 /* Feeds the next LEN bytes. 0 on success; -1 on a syntax error or when a callback
