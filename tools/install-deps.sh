@@ -6,10 +6,15 @@ set -euo pipefail
 build=(build-essential cmake pkg-config
        libdcmtk-dev dcmtk libsqlite3-dev libfuse3-dev fuse3
        libcurl4-openssl-dev libjansson-dev libmicrohttpd-dev libjwt-dev)
-test=(python3-pydicom sqlite3 rsync curl)
+test=(python3-pydicom sqlite3 rsync curl file)
 
 want=("${build[@]}")
-[ "${1:-}" = "--test" ] && want+=("${test[@]}")
+if [ "${1:-}" = "--test" ]; then
+  want+=("${test[@]}")
+  # newman (the Postman runner, pinned in tests/postman) needs node and npm; any
+  # installation will do, Debian's when there is none.
+  command -v npm >/dev/null 2>&1 || want+=(nodejs npm)
+fi
 
 missing=()
 for p in "${want[@]}"; do
