@@ -197,7 +197,7 @@ size_t store_repair(store_t *s)
     }
     pthread_mutex_unlock(&s->write_lock);
     closedir(d);
-    syncfs(s->dirfd);
+    if (repaired) syncfs(s->dirfd); /* only then: a read-only open must not flush the disk */
     return repaired;
 }
 
@@ -225,11 +225,6 @@ static void load_index_tags(store_t *s)
 
 store_t *store_open(const char *dir, int flags, store_err *err)
 {
-    char msg[256];
-    if (dcm_global_init(msg, sizeof msg) != 0) {
-        store_seterr(err, STORE_EIO, "%s", msg);
-        return NULL;
-    }
     bool create = flags & STORE_OPEN_CREATE;
     if (make_layout(dir, create, err) != STORE_OK) return NULL;
 

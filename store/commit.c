@@ -82,6 +82,10 @@ static void make_durable(store_t *s, db_t *db, store_item **v, size_t n)
     }
     if (!failed && sync_group(s, v, n) != 0) failed = strerror(errno);
     store_err err;
+    /* No statement may still be on a row at COMMIT: SQLite's automatic checkpoint after
+     * the commit is refused while the connection has active statements, and the WAL
+     * would then grow without end. */
+    db_idle(db);
     if (!failed && db_exec(db, "COMMIT", &err) != SQLITE_OK) failed = err.msg;
     if (failed) {
         db_exec(db, "ROLLBACK", NULL);

@@ -588,6 +588,7 @@ static void extract(DcmDataset *ds, const dcm_request *req, dcm_parsed *out)
 extern "C" int dcm_parse(const char *path, const dcm_request *req, dcm_parsed *out, char *err, size_t errlen)
 {
     memset(out, 0, sizeof *out);
+    if (dcm_global_init(err, errlen) != 0) return -1;
     if (!looks_like_dicom(path, err, errlen)) return -1;
     DcmFileFormat ff;
     OFCondition c = ff.loadFile(path, EXS_Unknown, EGL_noChange, 4096, ERM_autoDetect);
@@ -678,6 +679,8 @@ extern "C" void dcm_parsed_free(dcm_parsed *p)
 
 extern "C" int dcm_tag_by_keyword(const char *keyword, uint32_t *tag, char vr[3])
 {
+    char ignored[256];
+    if (dcm_global_init(ignored, sizeof ignored) != 0) return -1;
     const DcmDataDictionary &dict = dcmDataDict.rdlock();
     const DcmDictEntry *e = dict.findEntry(keyword);
     int rc = -1;
@@ -692,6 +695,8 @@ extern "C" int dcm_tag_by_keyword(const char *keyword, uint32_t *tag, char vr[3]
 
 extern "C" int dcm_tag_info(uint32_t tag, char *keyword, size_t len, char vr[3])
 {
+    char ignored[256];
+    if (dcm_global_init(ignored, sizeof ignored) != 0) return -1;
     DcmTagKey key((Uint16)(tag >> 16), (Uint16)(tag & 0xFFFF));
     const DcmDataDictionary &dict = dcmDataDict.rdlock();
     const DcmDictEntry *e = dict.findEntry(key, NULL);
@@ -740,6 +745,7 @@ static bool load_full(DcmFileFormat &ff, const char *path, char *err, size_t err
 
 extern "C" int dcm_transcode(const char *path, const char *ts, unsigned char **out, size_t *len, char *err, size_t errlen)
 {
+    if (dcm_global_init(err, errlen) != 0) return -1;
     DcmFileFormat ff;
     if (!load_full(ff, path, err, errlen)) return -1;
     DcmXfer target(ts);
@@ -790,6 +796,7 @@ extern "C" int dcm_transcode(const char *path, const char *ts, unsigned char **o
 extern "C" int dcm_frame_native(const char *path, uint32_t frame, unsigned char **out, size_t *len, char *err,
                                 size_t errlen)
 {
+    if (dcm_global_init(err, errlen) != 0) return -1;
     DcmFileFormat ff;
     if (!load_full(ff, path, err, errlen)) return -1;
     DcmDataset *ds = ff.getDataset();
@@ -819,6 +826,7 @@ extern "C" int dcm_frame_native(const char *path, uint32_t frame, unsigned char 
 extern "C" int dcm_render(const char *path, uint32_t frame, bool png, int quality, unsigned char **out, size_t *len,
                           char *err, size_t errlen)
 {
+    if (dcm_global_init(err, errlen) != 0) return -1;
     DcmFileFormat ff;
     OFCondition c = ff.loadFile(path, EXS_Unknown, EGL_noChange, 4096, ERM_autoDetect);
     if (c.bad()) {

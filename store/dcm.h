@@ -5,8 +5,9 @@
  * data and invalid attributes left out, as the reference's metadata), the v2 validation
  * comments, and where each frame's bytes lie in the file.
  *
- * Threads: dcm_global_init() once before any thread uses the adapter; after that every
- * function is safe to call from any thread (each call works on its own dataset). */
+ * Threads: every function is safe to call from any thread (each call works on its own
+ * dataset). The first call loads DCMTK's dictionary (~15 ms), so a process that never
+ * parses (a query) never pays for it. */
 #ifndef DICOMFS_DCM_H
 #define DICOMFS_DCM_H
 
@@ -19,7 +20,8 @@ extern "C" {
 #endif
 
 /* Loads the data dictionary, registers codecs, quiets DCMTK's logging. 0 on success,
- * -1 with a message (for example when the dictionary is missing). Idempotent. */
+ * -1 with a message (for example when the dictionary is missing). Idempotent; the other
+ * functions call it themselves. */
 int dcm_global_init(char *err, size_t errlen);
 
 /* One required attribute as found in the file: present at all, and its raw value with

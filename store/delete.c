@@ -204,6 +204,7 @@ store_status store_delete(store_t *s, const char *partition, const char *study, 
     int pfd = pending_write(s, names, n, true, pending);
     free(names);
     int rc = pfd < 0 ? SQLITE_IOERR : remove_rows(s, db, part, v, n);
+    db_idle(db); /* see commit.c: active statements would block the checkpoint */
     if (rc == SQLITE_OK) rc = db_exec(db, "COMMIT", err);
     if (rc != SQLITE_OK) {
         status = store_seterr(err, STORE_EIO, "delete failed: %s", sqlite3_errmsg(db->h));

@@ -414,7 +414,10 @@ static store_status find_keys(db_t *db, const store_query *q, const parsed_query
     sbuf b = {0};
     sb_add(&b, "SELECT %s FROM ", key[q->level]);
     if (drive) {
-        sb_add(&b, "(SELECT DISTINCT key FROM %s WHERE tag=%u AND ", ix_name[drive->table], drive->tag);
+        /* INDEXED BY: with DISTINCT, SQLite would otherwise walk the (tag, key) primary key,
+         * i.e. every value of the tag, for ranges and patterns. */
+        sb_add(&b, "(SELECT DISTINCT key FROM %s INDEXED BY %s_value WHERE tag=%u AND ", ix_name[drive->table],
+               ix_name[drive->table], drive->tag);
         value_sql(&b, drive);
         sb_add(&b, ") f CROSS JOIN %s ON %s=f.key", table[q->level], col[q->level][drive->level]);
     } else {
