@@ -14,6 +14,7 @@ GOAL_LARGE_MBS = 0.5     # large-set MB/s / sequential write MB/s
 GOAL_FLAT = 1.5          # query median at the largest scale / at the smallest
 FLAT_SLACK_MS = 0.5      # ...or an increase below this (whole-process timing noise)
 FLAT_SLACK_MS_REPEAT = 0.05  # the same for in-process timing (find --repeat)
+NOISY = 1.5              # slowest/fastest run above this: the machine was busy, say so
 
 
 def load(path):
@@ -112,14 +113,33 @@ def main():
                 notes.append("limit %s %s: %d runs, %s s; the median run is shown" % (
                     setname, mode, len(xs), ", ".join("%.2f" % x["seconds"] for x in xs)))
 
+    def spread(xs):
+        t = [x["seconds"] for x in xs if x.get("seconds")]
+        return max(t) / min(t) if len(t) > 1 and min(t) > 0 else 1.0
+
+    noisy = set()  # ("limit", set, mode) or ("ingest", set) whose runs differ by > NOISY
+    for setname, d in all_lim.items():
+        for mode, xs in d.items():
+            if spread(xs) > NOISY:
+                noisy.add(("limit", setname, mode))
+    for setname, xs in all_ing.items():
+        if spread(xs) > NOISY:
+            noisy.add(("ingest", setname))
+
+    def judged(r, goal, *keys):
+        st = judge(r, goal)
+        return st + " (noisy)" if st in ("PASS", "FAIL") and any(k in noisy for k in keys) else st
+
     a, b = ing_rate("small", "files"), lim_rate("small", "copy", "files")
     row("ingest small set (64x64), instances/s", a, "inst/s", b, "files/s copy+fsync/file",
-        ratio(a, b), ">= %g" % GOAL_SMALL_FILES, judge(ratio(a, b), GOAL_SMALL_FILES))
+        ratio(a, b), ">= %g" % GOAL_SMALL_FILES,
+        judged(ratio(a, b), GOAL_SMALL_FILES, ("ingest", "small"), ("limit", "small", "copy")))
     a, b = ing_rate("small", "mb"), lim_rate("small", "copy", "mb")
     row("ingest small set, MB/s", a, "MB/s", b, "MB/s copy+fsync/file", ratio(a, b))
     a, b = ing_rate("large", "mb"), lim_rate("large", "seq", "mb")
     row("ingest large set (512x512), MB/s", a, "MB/s", b, "MB/s seq write+fdatasync",
-        ratio(a, b), ">= %g" % GOAL_LARGE_MBS, judge(ratio(a, b), GOAL_LARGE_MBS))
+        ratio(a, b), ">= %g" % GOAL_LARGE_MBS,
+        judged(ratio(a, b), GOAL_LARGE_MBS, ("ingest", "large"), ("limit", "large", "seq")))
     a, b = ing_rate("large", "files"), lim_rate("large", "copy", "files")
     row("ingest large set, instances/s", a, "inst/s", b, "files/s copy+fsync/file", ratio(a, b))
     a, b = ing_rate("large", "mb"), lim_rate("large", "copy", "mb")
@@ -222,14 +242,18 @@ def main():
     w = [max(len(hdr[i]), *(len(b[i]) for b in body)) if body else len(hdr[i]) for i in range(len(hdr))]
     line = lambda cells: "  ".join(c.ljust(w[i]) for i, c in enumerate(cells)).rstrip()
     print()
-    print("dicomfs bench — %s, %s, %s CPUs, %s on %s%s" % (
-        env.get("date", "?"), env.get("dicomfs_rev", "?"), env.get("cpus", "?"), env.get("fs", "?"),
-        env.get("device", "?"), ", QUICK" if str(env.get("quick")) == "1" else ""))
+    print("dicomfs bench — %s, %s, %s CPUs, load %s at start, %s on %s%s" % (
+        env.get("date", "?"), env.get("dicomfs_rev", "?"), env.get("cpus", "?"), env.get("loadavg", "?"),
+        env.get("fs", "?"), env.get("device", "?"), ", QUICK" if str(env.get("quick")) == "1" else ""))
     print("query latencies (study level, ms): " + qhdr)
     print(line(hdr))
     print(line(["-" * x for x in w]))
     for b in body:
         print(line(b))
+    if noisy:
+        notes.insert(0, "NOISY: runs of %s differ by more than %gx (slowest/fastest); the machine "
+                     "was busy, so ratios marked (noisy) are not reliable: re-run on a quiet machine" % (
+                         ", ".join(" ".join(k) for k in sorted(noisy)), NOISY))
     if notes:
         print("\nnotes:")
         for n in notes:

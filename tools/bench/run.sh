@@ -13,7 +13,8 @@
 #              single fdatasync (MB/s). Sources are read once first so both sides read
 #              from the page cache; nothing is dropped from the cache (needs root).
 #   ingest     `dicomfs ingest` of each set into a fresh archive: instances/s, MB/s, index
-#              bytes/instance (index.db + -wal after a TRUNCATE checkpoint).
+#              bytes/instance (index.db + -wal after a TRUNCATE checkpoint), and the peak
+#              size of index.db-wal during the ingest.
 #   queries    qlat.py: median and p95 of five typical study-level queries on the benchmark
 #              archive (the small set's): in-process with `find --repeat N` (the query
 #              alone), and as whole `find` processes minus the start-up of a trivial one.
@@ -36,9 +37,10 @@
 #   BENCH_KEEP_SYNTH_FILES=1 keep the synthetic source files after ingest (default: delete;
 #                           they regenerate in seconds)
 #
-# Disk use (kept between runs, under BENCH_WORK): the dataset ~300 MB; synth-100000 ~0.5 GB;
-# synth-1000000 ~5 GB (objects take a 4 KB block each) plus ~4 GB of source files while it is
-# being built. Delete BENCH_WORK/synth-* to reclaim; they are rebuilt on the next run.
+# Disk use (kept between runs, under BENCH_WORK): the dataset ~300 MB; synth-100000 ~0.8 GB;
+# synth-1000000 ~8.3 GB (4 GB index, 4 GB objects at a 4 KB block each). While 1M is built,
+# also ~4 GB of source files and, as of this writing, a WAL that peaked at ~15 GB: have ~30 GB
+# free. Delete BENCH_WORK/synth-* to reclaim; they are rebuilt on the next run (1M: ~8 min).
 set -uo pipefail
 
 BUILD=${1:-build}
@@ -77,7 +79,7 @@ hash_of() { cat "$@" | sha256sum | cut -c1-12; }
 record() {
     "$PY" -c '
 import json, sys
-TEXT = {"date", "host", "kernel", "cpu", "fs", "device", "work", "dicomfs_rev", "binary_sha",
+TEXT = {"loadavg", "date", "host", "kernel", "cpu", "fs", "device", "work", "dicomfs_rev", "binary_sha",
         "ingest_args", "set", "step", "message", "archive", "path", "dir"}
 o = {}
 for a in sys.argv[1:]:
@@ -178,7 +180,7 @@ step_setup() {
     local fs
     fs=$(findmnt -n -o FSTYPE -T "$WORK" 2>/dev/null || stat -f -c %T "$WORK")
     record kind=env date="$(date -Is)" host="$(hostname)" kernel="$(uname -r)" \
-        cpus="$(nproc)" cpu="$(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -n1)" \
+        cpus="$(nproc)" loadavg="$(cut -d' ' -f1-3 /proc/loadavg)" cpu="$(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -n1)" \
         mem_kb="$(awk '/MemTotal/ { print $2 }' /proc/meminfo)" fs="$fs" \
         device="$(df --output=source "$WORK" | tail -n1)" work="$WORK" quick="$QUICK" \
         dicomfs_rev="$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null)$(git -C "$REPO" diff --quiet HEAD 2>/dev/null || echo +dirty)" \
