@@ -364,7 +364,7 @@ int web_multipart_finish(web_multipart *mp)
     if (!mp) return -1;
     if (mp->state == FAILED) return -1;
     mp->finished = true;
-    if (mp->state == EPILOGUE) return mp->parts > 0 ? 0 : fail(mp, "body has no parts");
+    if (mp->state == EPILOGUE) return 0; /* complete, possibly with no parts (STOW: 204) */
     if (mp->state == HEADERS) return fail(mp, "truncated body: part %zu ends within its headers", mp->parts + 1);
     if (!mp->in_body) return fail(mp, "truncated body: no boundary delimiter found");
     return fail(mp, "truncated body: part %zu has no closing boundary delimiter", mp->parts);

@@ -39,8 +39,9 @@ web_multipart *web_multipart_new(const char *boundary, const web_multipart_callb
  * stopped it (the parser then ignores further input). */
 int web_multipart_feed(web_multipart *mp, const char *data, size_t len);
 
-/* Call at the end of the body: 0 when the body was complete (closing delimiter seen),
- * -1 otherwise (truncated body, no parts). A part cut short gets no part_end. */
+/* Call at the end of the body: 0 when the body was complete (closing delimiter seen;
+ * there may have been no parts), -1 otherwise (truncated). A part cut short gets no
+ * part_end. */
 int web_multipart_finish(web_multipart *mp);
 
 /* Why it failed, for the 400 body ("truncated body: ...", "part headers too long", ...). */
