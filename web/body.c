@@ -2,6 +2,7 @@
 #include "body.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,24 +10,25 @@
 
 typedef struct {
     char *mem;      /* owned block, or NULL for a file range */
-    int fd;
+    char *path;     /* owned: the file of a range */
     uint64_t offset, len;
 } segment;
 
 struct web_body {
     segment *seg;
     size_t n, cap;
-    int *fds;       /* distinct descriptors to close */
-    size_t n_fds, cap_fds;
     uint64_t size;
     size_t cur;     /* segment holding position cur_start */
     uint64_t cur_start;
+    int fd;         /* open on fd_path while its ranges are read */
+    const char *fd_path;
 };
 
 web_body *web_body_new(void)
 {
     web_body *b = calloc(1, sizeof *b);
     if (!b) abort();
+    b->fd = -1;
     return b;
 }
 
@@ -39,7 +41,6 @@ static segment *add(web_body *b)
     }
     segment *s = &b->seg[b->n++];
     memset(s, 0, sizeof *s);
-    s->fd = -1;
     return s;
 }
 
@@ -60,20 +61,11 @@ void web_body_text(web_body *b, const char *text)
     web_body_take(b, copy, len);
 }
 
-void web_body_file(web_body *b, int fd, uint64_t offset, uint64_t len)
+void web_body_file(web_body *b, const char *path, uint64_t offset, uint64_t len)
 {
-    bool known = false;
-    for (size_t i = 0; i < b->n_fds; i++) known |= b->fds[i] == fd;
-    if (!known) {
-        if (b->n_fds == b->cap_fds) {
-            b->cap_fds = b->cap_fds ? b->cap_fds * 2 : 8;
-            b->fds = realloc(b->fds, b->cap_fds * sizeof *b->fds);
-            if (!b->fds) abort();
-        }
-        b->fds[b->n_fds++] = fd;
-    }
     segment *s = add(b);
-    s->fd = fd;
+    s->path = strdup(path);
+    if (!s->path) abort();
     s->offset = offset;
     s->len = len;
     b->size += len;
@@ -84,10 +76,12 @@ uint64_t web_body_size(const web_body *b) { return b->size; }
 void web_body_free(web_body *b)
 {
     if (!b) return;
-    for (size_t i = 0; i < b->n; i++) free(b->seg[i].mem);
-    for (size_t i = 0; i < b->n_fds; i++) close(b->fds[i]);
+    for (size_t i = 0; i < b->n; i++) {
+        free(b->seg[i].mem);
+        free(b->seg[i].path);
+    }
+    if (b->fd >= 0) close(b->fd);
     free(b->seg);
-    free(b->fds);
     free(b);
 }
 
@@ -109,8 +103,14 @@ static ssize_t read_body(void *cls, uint64_t pos, char *buf, size_t max)
         memcpy(buf, s->mem + within, n);
         return (ssize_t)n;
     }
+    if (!b->fd_path || strcmp(b->fd_path, s->path) != 0) {
+        if (b->fd >= 0) close(b->fd);
+        b->fd = open(s->path, O_RDONLY | O_CLOEXEC);
+        b->fd_path = s->path;
+        if (b->fd < 0) return MHD_CONTENT_READER_END_WITH_ERROR;
+    }
     ssize_t r;
-    do r = pread(s->fd, buf, n, (off_t)(s->offset + within));
+    do r = pread(b->fd, buf, n, (off_t)(s->offset + within));
     while (r < 0 && errno == EINTR);
     /* A short file here means it changed under us: end the response as an error
      * rather than send a body shorter than its Content-Length. */

@@ -153,6 +153,21 @@ static enum MHD_Result retrieve(web_request *rq)
             return web_send_text(rq, MHD_HTTP_NOT_ACCEPTABLE, "The requested transfer syntax %s is not available: %s.", c.ts, why);
         }
     }
+    if (!c.multipart && (as_stored || strcmp(in[0].transfer_syntax, c.ts) == 0)) {
+        /* One stored file as it is: let the kernel send it (sendfile). */
+        int fd = store_open_object(rq->srv->store, &in[0]);
+        struct MHD_Response *resp = fd < 0 ? NULL : MHD_create_response_from_fd64(in[0].size, fd);
+        if (!resp) {
+            if (fd >= 0) close(fd);
+            free(in);
+            return web_send_text(rq, MHD_HTTP_SERVICE_UNAVAILABLE, "An object file of the archive cannot be read.");
+        }
+        char ctype[200];
+        snprintf(ctype, sizeof ctype, "application/dicom; transfer-syntax=%s", in[0].transfer_syntax);
+        free(in);
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
+        return web_send(rq, MHD_HTTP_OK, resp);
+    }
     web_body *body = web_body_new();
     char boundary[40], header[300];
     new_boundary(boundary);
@@ -163,20 +178,19 @@ static enum MHD_Result retrieve(web_request *rq)
                      i ? "\r\n" : "", boundary, ts);
             web_body_text(body, header);
         }
+        char path[4200], why[300];
+        object_path(rq, &in[i], path, sizeof path);
         if (as_stored || strcmp(in[i].transfer_syntax, c.ts) == 0) {
-            int fd = store_open_object(rq->srv->store, &in[i]);
-            if (fd < 0) {
+            if (access(path, R_OK) != 0) {
                 web_body_free(body);
                 free(in);
                 return web_send_text(rq, MHD_HTTP_SERVICE_UNAVAILABLE, "An object file of the archive cannot be read.");
             }
-            web_body_file(body, fd, 0, in[i].size);
+            web_body_file(body, path, 0, in[i].size);
             continue;
         }
-        char path[4200], why[300];
         unsigned char *data = NULL;
         size_t len = 0;
-        object_path(rq, &in[i], path, sizeof path);
         if (dcm_transcode(path, c.ts, &data, &len, why, sizeof why) != 0) {
             web_body_free(body);
             free(in);
@@ -332,14 +346,12 @@ static enum MHD_Result frames(web_request *rq)
     bool as_stored = strcmp(c.ts, "*") == 0 || strcmp(c.ts, in[0].transfer_syntax) == 0 ||
                      (native_le(in[0].transfer_syntax) && strcmp(c.ts, EXPLICIT_LE) == 0);
     const char *ts = strcmp(c.ts, "*") == 0 ? in[0].transfer_syntax : c.ts;
-    int fd = store_open_object(rq->srv->store, &in[0]);
     web_body *body = web_body_new();
     char boundary[40], header[300], path[4200];
     new_boundary(boundary);
     object_path(rq, &in[0], path, sizeof path);
-    bool failed = fd < 0;
+    bool unreadable = access(path, R_OK) != 0, failed = unreadable;
     unsigned fail_status = MHD_HTTP_SERVICE_UNAVAILABLE;
-    if (fd >= 0) web_body_file(body, fd, 0, 0); /* registers fd for closing */
     for (size_t i = 0; i < count && !failed; i++) {
         store_range *rg = NULL;
         size_t nr = 0;
@@ -370,14 +382,14 @@ static enum MHD_Result frames(web_request *rq)
             ts = part_ts;
         }
         if (decoded) web_body_take(body, decoded, dlen);
-        for (size_t k = 0; k < nr; k++) web_body_file(body, fd, rg[k].offset, rg[k].length);
+        for (size_t k = 0; k < nr; k++) web_body_file(body, path, rg[k].offset, rg[k].length);
         free(rg);
     }
     free(list);
     free(in);
     if (failed) {
         web_body_free(body);
-        return web_send_text(rq, fail_status, "%s", fd < 0 ? "An object file of the archive cannot be read." : msg);
+        return web_send_text(rq, fail_status, "%s", unreadable ? "An object file of the archive cannot be read." : msg);
     }
     char ctype[200];
     if (c.multipart) {
