@@ -141,6 +141,13 @@ static enum MHD_Result retrieve(web_request *rq)
     if (st != STORE_OK) return web_send_text(rq, web_http_status(st), "%s", err.msg);
 
     bool as_stored = strcmp(c.ts, "*") == 0;
+    /* The reference: several instances go out only as stored, even when the syntax asked
+     * for happens to be the stored one. */
+    if (!as_stored && n > 1) {
+        free(in);
+        return web_send_text(rq, MHD_HTTP_NOT_ACCEPTABLE, "A study or series with several instances can only be "
+                             "retrieved as stored; ask for transfer-syntax=* (the requested %s is not available).", c.ts);
+    }
     for (size_t i = 0; i < n && !as_stored; i++) {
         if (strcmp(in[i].transfer_syntax, c.ts) == 0) continue;
         const char *why = n > 1 ? "a study or series with several instances can only be retrieved as stored; ask for transfer-syntax=*"
@@ -345,7 +352,9 @@ static enum MHD_Result frames(web_request *rq)
         }
     bool as_stored = strcmp(c.ts, "*") == 0 || strcmp(c.ts, in[0].transfer_syntax) == 0 ||
                      (native_le(in[0].transfer_syntax) && strcmp(c.ts, EXPLICIT_LE) == 0);
-    const char *ts = strcmp(c.ts, "*") == 0 ? in[0].transfer_syntax : c.ts;
+    char stored_ts[STORE_UID_MAX + 1]; /* a copy: `in` is freed before the headers are written */
+    snprintf(stored_ts, sizeof stored_ts, "%s", in[0].transfer_syntax);
+    const char *ts = strcmp(c.ts, "*") == 0 ? stored_ts : c.ts;
     web_body *body = web_body_new();
     char boundary[40], header[300], path[4200];
     new_boundary(boundary);
