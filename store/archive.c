@@ -1,14 +1,16 @@
 /* archive.c — opening an archive directory: layout, locking, connections, crash repair.
  *
  * Layout: index.db (SQLite, WAL), objects/xx/<32 hex>.dcm (immutable), tmp/ (uploads in
- * progress, *.part, and pending lists, *.pending), lock.
+ * progress, <id>.part, and pending markers, <32 hex>.pending), lock.
  *
- * Repair rule: before the commit thread renames objects into objects/, it writes the
- * list of their names to tmp/<id>.pending (synced with the objects' data); delete writes
- * one before its transaction. A listed object that no index row refers to was never
- * acknowledged (or was deleted), so repair removes it. Repair runs only when no other
- * process has the archive open (exclusive flock), because another process's pending
- * list may describe a commit in progress. */
+ * Repair rule: before the commit thread renames an object into objects/, it creates an
+ * empty marker tmp/<its 32 hex>.pending; delete does the same before its transaction.
+ * A marked object that no index row refers to was never acknowledged (or was deleted),
+ * so repair removes it. Markers cost no sync: creating one is journaled before the
+ * rename that follows it, so a rename that survives a crash has its marker too (ext4's
+ * ordered metadata journal; the archive assumes such a file system). Repair runs only
+ * when no other process has the archive open (exclusive flock), because another
+ * process's markers may belong to a commit in progress. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -159,23 +161,17 @@ static bool object_is_indexed(db_t *db, const char *name)
     return found;
 }
 
-/* Applies the repair rule to one pending list; returns objects removed. */
-static size_t repair_pending(store_t *s, const char *list)
+/* Applies the repair rule to the object a marker names; returns 1 when removed. */
+static size_t repair_marker(store_t *s, const char *marker)
 {
-    FILE *f = fopen(list, "r");
-    if (!f) return 0;
-    size_t removed = 0;
-    char line[256];
-    while (fgets(line, sizeof line, f)) {
-        line[strcspn(line, "\n")] = 0;
-        if (strncmp(line, "objects/", 8) != 0 || strstr(line, "..")) continue;
-        if (object_is_indexed(s->writer, line)) continue;
-        char path[PATH_MAX];
-        store_path(s, line, path);
-        if (unlink(path) == 0) removed++;
-    }
-    fclose(f);
-    return removed;
+    char hex[33];
+    if (strlen(marker) != 32 + 8 || strspn(marker, "0123456789abcdef") != 32) return 0;
+    memcpy(hex, marker, 32);
+    hex[32] = 0;
+    char name[64];
+    snprintf(name, sizeof name, "objects/%.2s/%s.dcm", hex, hex);
+    if (object_is_indexed(s->writer, name)) return 0;
+    return unlinkat(s->dirfd, name, 0) == 0;
 }
 
 size_t store_repair(store_t *s)
@@ -192,7 +188,7 @@ size_t store_repair(store_t *s)
         char path[PATH_MAX + 256];
         snprintf(path, sizeof path, "%s/%s", tmp, e->d_name);
         size_t len = strlen(e->d_name);
-        if (len > 8 && strcmp(e->d_name + len - 8, ".pending") == 0) repaired += repair_pending(s, path);
+        if (len > 8 && strcmp(e->d_name + len - 8, ".pending") == 0) repaired += repair_marker(s, e->d_name);
         if (unlink(path) == 0) repaired++;
     }
     pthread_mutex_unlock(&s->write_lock);
@@ -293,25 +289,32 @@ void store_close(store_t *s)
     free(s);
 }
 
-int pending_write(store_t *s, const char *const *names, size_t n, bool sync, char out[PATH_MAX])
+/* "objects/xx/<hex>.dcm" -> "tmp/<hex>.pending" */
+static void marker_of(const char *object, char out[64])
 {
-    char id[33];
-    store_random_hex(id, 16);
-    snprintf(out, PATH_MAX, "%s/tmp/%s.pending", s->dir, id);
-    int fd = open(out, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-    if (fd < 0) return -1;
-    FILE *f = fdopen(dup(fd), "w");
-    if (!f) {
+    snprintf(out, 64, "tmp/%.32s.pending", object + 11);
+}
+
+int pending_mark(store_t *s, const char *const *objects, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        char marker[64];
+        marker_of(objects[i], marker);
+        int fd = openat(s->dirfd, marker, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+        if (fd < 0) {
+            pending_clear(s, objects, i);
+            return -1;
+        }
         close(fd);
-        unlink(out);
-        return -1;
     }
-    for (size_t i = 0; i < n; i++) fprintf(f, "%s\n", names[i]);
-    bool ok = fclose(f) == 0 && (!sync || fsync(fd) == 0);
-    if (!ok) {
-        close(fd);
-        unlink(out);
-        return -1;
+    return 0;
+}
+
+void pending_clear(store_t *s, const char *const *objects, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        char marker[64];
+        marker_of(objects[i], marker);
+        unlinkat(s->dirfd, marker, 0);
     }
-    return fd;
 }

@@ -2,15 +2,15 @@
  * and makes them durable together:
  *
  *   BEGIN IMMEDIATE; insert each item's rows (a savepoint each: a duplicate fails alone)
- *   write and fsync the pending list (names about to appear in objects/, for repair)
+ *   create each object's pending marker (for crash repair; no sync needed, archive.c)
  *   rename tmp -> objects/xx/<name>.dcm
  *   sync data and renames (fdatasync + directory fsync per file for 1-2 items, else
  *                          one syncfs for the whole group)
  *   COMMIT                (SQLite syncs the WAL)  ==> acknowledged
  *
- * So N instances that arrive together cost three syncs, not 2N. Nothing reads an object
+ * So N instances that arrive together cost two syncs, not 2N. Nothing reads an object
  * before its row commits, so renaming before the sync is safe; a crash before COMMIT
- * leaves objects that no row names, and the pending list lets repair remove them.
+ * leaves objects that no row names, and their markers let repair remove them.
  *
  * While other uploads are still being received, or a caller announced more items
  * (store_expect), the thread waits a moment (at most GATHER_US) for them to join the
@@ -68,12 +68,10 @@ static void make_durable(store_t *s, db_t *db, store_item **v, size_t n)
     const char **names = calloc(n, sizeof *names);
     if (!names) abort();
     for (size_t i = 0; i < n; i++) names[i] = v[i]->object;
-    char pending[PATH_MAX];
-    int pfd = pending_write(s, names, n, true, pending);
-    free(names);
     const char *failed = NULL;
     size_t renamed = 0;
-    if (pfd < 0) failed = strerror(errno);
+    bool marked = pending_mark(s, names, n) == 0;
+    if (!marked) failed = strerror(errno);
     for (; !failed && renamed < n; renamed++) {
         char to[PATH_MAX];
         store_path(s, v[renamed]->object, to);
@@ -97,10 +95,8 @@ static void make_durable(store_t *s, db_t *db, store_item **v, size_t n)
             v[i]->result.status = STORE_OK;
         }
     }
-    if (pfd >= 0) {
-        close(pfd);
-        unlink(pending);
-    }
+    if (marked) pending_clear(s, names, n);
+    free(names);
 }
 
 static void commit_group(store_t *s, store_item **v, size_t n)

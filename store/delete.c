@@ -4,8 +4,8 @@
  * change-feed row each, and brings the parents up to date: an emptied series or study
  * goes; otherwise its newest remaining instance becomes its representative ("latest
  * wins" again) and its counters and searchable values are recomputed. The object files
- * go after the commit; their names are in a pending list first, so a crash in between
- * leaves nothing that repair would not remove. */
+ * go after the commit; each has a pending marker first, so a crash in between leaves
+ * nothing that repair would not remove. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -200,10 +200,8 @@ store_status store_delete(store_t *s, const char *partition, const char *study, 
     const char **names = calloc(n, sizeof *names);
     if (!names) abort();
     for (size_t i = 0; i < n; i++) names[i] = v[i].object;
-    char pending[PATH_MAX];
-    int pfd = pending_write(s, names, n, true, pending);
-    free(names);
-    int rc = pfd < 0 ? SQLITE_IOERR : remove_rows(s, db, part, v, n);
+    bool marked = pending_mark(s, names, n) == 0;
+    int rc = !marked ? SQLITE_IOERR : remove_rows(s, db, part, v, n);
     db_idle(db); /* see commit.c: active statements would block the checkpoint */
     if (rc == SQLITE_OK) rc = db_exec(db, "COMMIT", err);
     if (rc != SQLITE_OK) {
@@ -213,10 +211,8 @@ store_status store_delete(store_t *s, const char *partition, const char *study, 
         for (size_t i = 0; i < n; i++) unlinkat(s->dirfd, v[i].object, 0);
         if (deleted) *deleted = n;
     }
-    if (pfd >= 0) {
-        close(pfd);
-        unlink(pending);
-    }
+    if (marked) pending_clear(s, names, n);
+    free(names);
     db_idle(db);
     pthread_mutex_unlock(&s->write_lock);
     free(v);

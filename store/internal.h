@@ -183,8 +183,10 @@ void commit_stop(store_t *s);
 /* archive.c: temp-file names and the pending-list protocol used for crash repair. */
 void store_random_hex(char *out, size_t nbytes); /* 2*nbytes hex digits + NUL */
 size_t store_repair(store_t *s); /* applies the repair rule; returns files removed */
-/* Writes NAMES (object names) to a new tmp/<id>.pending; its path goes to OUT. */
-int pending_write(store_t *s, const char *const *names, size_t n, bool sync, char out[PATH_MAX]);
+/* Creates the empty marker tmp/<hex>.pending of each object ("objects/xx/<hex>.dcm")
+ * about to appear in or leave objects/ (see archive.c); 0, or -1 with none left. */
+int pending_mark(store_t *s, const char *const *objects, size_t n);
+void pending_clear(store_t *s, const char *const *objects, size_t n);
 
 /* upload.c */
 void upload_done(store_t *s); /* an upload was finished or aborted */

@@ -95,7 +95,7 @@ static void deleting_a_study_removes_everything(store_t *s)
 }
 
 /* A commit that died after renaming its objects but before COMMIT leaves objects that
- * no row names, listed in a pending file. Opening the archive alone removes them. */
+ * no row names, each with a pending marker. Opening the archive alone removes them. */
 static void repair_removes_uncommitted_objects(void)
 {
     store_t *s = test_archive("repair");
@@ -106,13 +106,12 @@ static void repair_removes_uncommitted_objects(void)
 
     char orphan[4200], pending[4200], part[4200];
     snprintf(orphan, sizeof orphan, "%s/objects/ab/abababababababababababababababab.dcm", dir);
-    snprintf(pending, sizeof pending, "%s/tmp/dead.pending", dir);
+    snprintf(pending, sizeof pending, "%s/tmp/abababababababababababababababab.pending", dir);
     snprintf(part, sizeof part, "%s/tmp/dead.part", dir);
     FILE *f = fopen(orphan, "w");
     fputs("half", f);
     fclose(f);
-    f = fopen(pending, "w");
-    fputs("objects/ab/abababababababababababababababab.dcm\n", f);
+    f = fopen(pending, "w"); /* the commit's marker: empty, named after the object */
     fclose(f);
     f = fopen(part, "w");
     fputs("partial upload", f);
@@ -127,7 +126,7 @@ static void repair_removes_uncommitted_objects(void)
     store_fsck_report r;
     CHECK(store_fsck(s, false, NULL, NULL, &r, NULL) == STORE_OK && r.instances == 1, "fsck is clean, the instance kept");
 
-    /* An orphan without a pending list (say, a copy made by hand) is found by fsck. */
+    /* An orphan without a marker (say, a copy made by hand) is found by fsck. */
     f = fopen(orphan, "w");
     fputs("stray", f);
     fclose(f);
