@@ -177,6 +177,20 @@ store_status store_instances(store_t *store, const char *partition, const char *
                              const char *series, const char *sop, store_instance **out,
                              size_t *n, store_err *err);
 
+/* One child of the hierarchy, for listings (the mount's directories). */
+typedef struct {
+    char uid[STORE_UID_MAX + 1];
+    int64_t updated_us;  /* when its newest instance was stored */
+    uint64_t size;       /* instances: bytes of the object; others: 0 */
+    uint32_t count;      /* studies and series: instances in it; instances: 1 */
+} store_entry;
+
+/* The studies of the archive (STUDY NULL), the series of a study (SERIES NULL), or the
+ * instances of a series, ordered by UID. An empty list is STORE_OK; a study or series
+ * that does not exist is STORE_ENOTFOUND. */
+store_status store_children(store_t *store, const char *partition, const char *study, const char *series,
+                            store_entry **out, size_t *n, store_err *err);
+
 /* Opens the instance's object file read-only; -1 with errno on failure. */
 int store_open_object(store_t *store, const store_instance *inst);
 

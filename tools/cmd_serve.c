@@ -7,21 +7,25 @@
 #include <string.h>
 
 #include "cli.h"
+#include "fs.h"
 #include "web.h"
 
 static const char usage_text[] =
-    "usage: dicomfs serve ARCHIVE [--http HOST:PORT] [--cors ORIGIN]\n\n"
+    "usage: dicomfs serve ARCHIVE [--http HOST:PORT] [--cors ORIGIN] [--mount DIR]\n\n"
     "Serves ARCHIVE (created when missing) over DICOMweb as the Azure DICOM service does:\n"
     "STOW-RS, QIDO-RS, WADO-RS and DELETE under /v1/ and /v2/, and /health/check.\n\n"
     "  --http HOST:PORT  where to listen (default 127.0.0.1:8080; port 0 picks a free one)\n"
-    "  --cors ORIGIN     Access-Control-Allow-Origin for browser viewers (default *)\n\n"
+    "  --cors ORIGIN     Access-Control-Allow-Origin for browser viewers (default *)\n"
+    "  --mount DIR       also mount the archive at DIR (see dicomfs mount --help)\n\n"
     "Prints 'dicomfs: serving ARCHIVE at http://HOST:PORT' once it listens; stops cleanly\n"
     "on SIGINT or SIGTERM, finishing the requests in progress.\n";
 
 int cmd_serve(int argc, char **argv)
 {
     static const struct option opts[] = {{"http", required_argument, NULL, 'H'}, {"cors", required_argument, NULL, 'c'},
-                                         {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
+                                         {"mount", required_argument, NULL, 'm'}, {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
+    const char *mountpoint = NULL;
     char host[64] = "127.0.0.1";
     long port = 8080;
     web_options wo = {0};
@@ -41,6 +45,7 @@ int cmd_serve(int argc, char **argv)
             break;
         }
         case 'c': wo.cors_origin = optarg; break;
+        case 'm': mountpoint = optarg; break;
         case 'h': fputs(usage_text, stdout); return 0;
         default: fputs(usage_text, stderr); return 2;
         }
@@ -54,6 +59,7 @@ int cmd_serve(int argc, char **argv)
     sigemptyset(&stop);
     sigaddset(&stop, SIGINT);
     sigaddset(&stop, SIGTERM);
+    sigaddset(&stop, SIGUSR1); /* the mount went away */
     pthread_sigmask(SIG_BLOCK, &stop, NULL);
     signal(SIGPIPE, SIG_IGN);
 
@@ -68,11 +74,20 @@ int cmd_serve(int argc, char **argv)
         store_close(s);
         return 2;
     }
-    printf("dicomfs: serving %s at http://%s:%u\n", store_dir(s), host, web_server_port(srv));
+    fs_mount *mnt = NULL;
+    if (mountpoint && !(mnt = fs_mount_start(s, mountpoint, NULL, &err))) {
+        fprintf(stderr, "dicomfs serve: %s\n", err.msg);
+        web_server_stop(srv);
+        store_close(s);
+        return 2;
+    }
+    printf("dicomfs: serving %s at http://%s:%u%s%s\n", store_dir(s), host, web_server_port(srv),
+           mnt ? " and mounted at " : "", mnt ? mountpoint : "");
     fflush(stdout);
     int sig = 0;
     sigwait(&stop, &sig);
-    fprintf(stderr, "dicomfs serve: stopping (%s)\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    fprintf(stderr, "dicomfs serve: stopping (%s)\n", sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : "unmounted");
+    fs_mount_stop(mnt);
     web_server_stop(srv);
     store_close(s);
     return 0;

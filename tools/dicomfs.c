@@ -16,6 +16,7 @@ static const struct {
     {"changes", cmd_changes, "print change-feed entries"},
     {"fsck", cmd_fsck, "check (and repair) an archive"},
     {"serve", cmd_serve, "serve the archive over DICOMweb (HTTP)"},
+    {"mount", cmd_mount, "mount the archive as a folder (FUSE)"},
 };
 
 static void usage(FILE *out)

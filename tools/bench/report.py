@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """report.py RESULTS.jsonl OUT.json — the benchmark's table and its JSON.
 
-Reads the records run.sh appended (kind = env, dataset, limit, ingest, query, error, disk),
+Reads the records run.sh appended (kind = env, dataset, limit, ingest, query, web, error, disk),
 prints the table (metric, dicomfs, limit/peer, ratio, goal, result) and notes, and writes
 OUT.json: {"env", "rows", "notes", "records"}. Goals are checked here; a missed goal is a
 FAIL in the table, never a non-zero exit. MB = 10^6 bytes.
@@ -14,6 +14,11 @@ GOAL_LARGE_MBS = 0.5     # large-set MB/s / sequential write MB/s
 GOAL_FLAT = 1.5          # query median at the largest scale / at the smallest
 FLAT_SLACK_MS = 0.5      # ...or an increase below this (whole-process timing noise)
 FLAT_SLACK_MS_REPEAT = 0.05  # the same for in-process timing (find --repeat)
+GOAL_WEB_STOW_SMALL = 10.0  # STOW-RS small set, 50/request: dicomfs/Orthanc instances/s
+GOAL_WEB_STOW_LARGE = 4.0   # STOW-RS large set, 50/request: dicomfs/Orthanc MB/s
+GOAL_WEB_QIDO = 0.2         # QIDO-RS p95: dicomfs/Orthanc
+GOAL_WEB_WADO = 0.9         # WADO-RS instance and study MB/s / page-cache read MB/s
+GOAL_WEB_META = 10.0        # study metadata: Orthanc median / dicomfs median
 NOISY = 1.5              # slowest/fastest run above this: the machine was busy, say so
 
 
@@ -47,6 +52,180 @@ def median_rec(xs):
     """The record whose "seconds" is the median (the lower one of an even count)."""
     s = sorted(xs, key=lambda x: x["seconds"])
     return s[(len(s) - 1) // 2]
+
+
+def web_rows(w, row, notes, judge, ratio):
+    """The `web` step (web.py): dicomfs against Orthanc over HTTP, and WADO against the
+    page-cache read rate. Ratios are dicomfs/Orthanc (dicomfs/page cache for the WADO
+    fraction rows); for latencies lower is better."""
+    srv = w.get("servers", {})
+    d, o = srv.get("dicomfs", {}), srv.get("orthanc", {})
+    peer = "Orthanc"
+
+    def stow_of(s, setname, per):
+        """The round with the median time (the lower of an even count)."""
+        xs = [x for x in s.get("stow", []) if x["set"] == setname and x["per_request"] == per]
+        return median_rec(xs) if xs else None
+
+    for name, s in (("dicomfs", d), ("Orthanc", o)):
+        for setname, per in (("small", 1), ("small", 50), ("large", 1), ("large", 50)):
+            xs = [x for x in s.get("stow", []) if x["set"] == setname and x["per_request"] == per]
+            if len(xs) > 1:
+                t = [x["seconds"] for x in xs]
+                notes.append("web STOW %s %s %d/request: %d rounds, %s s; the median round is shown%s" % (
+                    name, setname, per, len(xs), ", ".join("%.2f" % x for x in t),
+                    " (NOISY: slowest/fastest %.1fx)" % (max(t) / min(t)) if min(t) > 0 and max(t) / min(t) > NOISY
+                    else ""))
+
+    def rate(x, what):
+        if not x or x["seconds"] <= 0 or x.get("failed_requests"):
+            return None
+        return (x["instances"] if what == "inst" else x["bytes"] / 1e6) / x["seconds"]
+
+    for setname, per in (("small", 1), ("small", 50), ("large", 1), ("large", 50)):
+        a, b = stow_of(d, setname, per), stow_of(o, setname, per)
+        for what, unit in (("inst", "inst/s"), ("mb", "MB/s")):
+            goal, st = "", "info"
+            g = GOAL_WEB_STOW_SMALL if setname == "small" else GOAL_WEB_STOW_LARGE
+            if per == 50 and ((setname == "small" and what == "inst") or (setname == "large" and what == "mb")):
+                goal, st = ">= %g" % g, judge(ratio(rate(a, what), rate(b, what)), g)
+            row("STOW-RS %s set, %d/request, 2 clients, %s" % (setname, per, unit), rate(a, what), unit,
+                rate(b, what), peer, ratio(rate(a, what), rate(b, what)), goal, st)
+        for name, s in (("dicomfs", d), ("Orthanc", o)):
+            for x in s.get("stow", []):
+                if x["set"] != setname or x["per_request"] != per:
+                    continue
+                if x.get("failed_requests"):
+                    notes.append("web STOW %s %s %d/request round %s: %d of %d requests failed: %s" % (
+                        name, setname, per, x.get("rep"), x["failed_requests"], x["requests"],
+                        x.get("first_error", "")[:200]))
+                if x.get("stored_count") is not None and x["stored_count"] != x["instances"]:
+                    notes.append("web STOW Orthanc %s %d/request round %s: it holds %s instances after storing %s" % (
+                        setname, per, x.get("rep"), x["stored_count"], x["instances"]))
+    parts = []
+    for name, s in (("dicomfs", d), ("Orthanc", o)):
+        xs = []
+        for setname, per in (("small", 1), ("small", 50), ("large", 1), ("large", 50)):
+            x = stow_of(s, setname, per)
+            if x and x.get("server_cpu_seconds") is not None and x["instances"]:
+                xs.append("%s %d/req %.2f" % (setname, per, 1e3 * x["server_cpu_seconds"] / x["instances"]))
+        if xs:
+            parts.append("%s: %s" % (name, ", ".join(xs)))
+    if parts:
+        notes.append("web STOW server CPU ms/instance (user+sys of the server process) — " + "; ".join(parts))
+
+    dq = {q["name"]: q for q in d.get("qido", {}).get("queries", [])}
+    oq = {q["name"]: q for q in o.get("qido", {}).get("queries", [])}
+    for nm in list(dq) + [n for n in oq if n not in dq]:
+        a, b = dq.get(nm), oq.get(nm)
+        av = lambda q, k: q.get(k) if q and q.get("status") in (200, 204) else None
+        status, note = judge(ratio(av(a, "p95_ms"), av(b, "p95_ms")), GOAL_WEB_QIDO, ge=False), ""
+        if a and (a.get("status") not in (200, 204) or a.get("count") != a.get("expected")):
+            status = "WRONG"
+            note = "dicomfs: HTTP %s, %s studies, expected %s" % (a.get("status"), a.get("count"), a.get("expected"))
+        if b and (b.get("status") not in (200, 204) or b.get("count") != b.get("expected")):
+            notes.append("web QIDO %s: Orthanc answers HTTP %s with %s studies (expected %s): its time is "
+                         "shown, the goal not judged" % (nm, b.get("status"), b.get("count"), b.get("expected")))
+            if status in ("PASS", "FAIL"):
+                status = "n/a"
+                note = "Orthanc's answer differs"
+        row("QIDO-RS %s, p95" % nm, av(a, "p95_ms"), "ms", av(b, "p95_ms"), "ms " + peer,
+            ratio(av(a, "p95_ms"), av(b, "p95_ms")), "<= %g" % GOAL_WEB_QIDO, status, note)
+        row("QIDO-RS %s, median" % nm, av(a, "median_ms"), "ms", av(b, "median_ms"), "ms " + peer,
+            ratio(av(a, "median_ms"), av(b, "median_ms")))
+    if dq:
+        notes.append("web QIDO: %s timed passes over the %d queries after 10 untimed ones, one keep-alive "
+                     "connection, on the small set stored by STOW (50/request)" % (w.get("qido_runs"), len(dq)))
+
+    a, b = d.get("metadata"), o.get("metadata")
+    ok = lambda m: m and m.get("status") == 200 and m.get("count") == m.get("expected")
+    am = a["median_ms"] if ok(a) else None
+    bm = b["median_ms"] if ok(b) else None
+    row("WADO-RS study metadata (%s inst), median" % w.get("meta_instances"), am, "ms", bm, "ms " + peer,
+        ratio(am, bm), "<= %g (%gx faster)" % (1 / GOAL_WEB_META, GOAL_WEB_META),
+        judge(ratio(am, bm), 1 / GOAL_WEB_META, ge=False),
+        "" if ok(a) or not a else "dicomfs: HTTP %s, %s instances" % (a.get("status"), a.get("count")))
+    if a and b:
+        row("WADO-RS study metadata, p95", a["p95_ms"] if ok(a) else None, "ms", b["p95_ms"] if ok(b) else None,
+            "ms " + peer, ratio(a["p95_ms"] if ok(a) else None, b["p95_ms"] if ok(b) else None),
+            note="body %s B dicomfs, %s B Orthanc" % (a.get("bytes"), b.get("bytes")))
+    if b and not ok(b):
+        notes.append("web metadata: Orthanc answers HTTP %s with %s instances" % (b.get("status"), b.get("count")))
+
+    pc = w.get("page_cache")
+    pcr = pc["mb_s"] if pc else None
+    if pc:
+        row("page-cache read of the large set's object files", pcr, "MB/s",
+            note="%d files, read(2) 128 KiB, warm, median of %d passes" % (pc["files"], len(pc["pass_seconds"])))
+    tcp = w.get("loopback_tcp")
+    if tcp:
+        row("loopback TCP, one connection, sendfile -> recv (no HTTP)", tcp["mb_s"], "MB/s", pcr,
+            "MB/s page cache", ratio(tcp["mb_s"], pcr),
+            note="the same files; best of %d passes: the most one connection carries here" % len(tcp["pass_seconds"]))
+    good = lambda x: x and not x.get("non_200") and not x.get("short_bodies")
+    for key, what in (("wado_instance", "instance"), ("wado_study", "study (multipart)")):
+        by = {c: (d.get("%s_c%d" % (key, c)), o.get("%s_c%d" % (key, c))) for c in (1, 2)}
+        rate_of = lambda x: x["mb_s"] if good(x) else None
+        # The goal: the server's throughput at its better concurrency (1 or 2 clients: on 2
+        # cores the clients compete with the server for the CPU, and one connection waits a
+        # round trip between answers).
+        best = [(rate_of(a), c) for c, (a, _) in by.items() if a and rate_of(a) is not None]
+        if best or any(a for a, _ in by.values()):
+            br_, bc = max(best) if best else (None, None)
+            row("WADO-RS %s retrieve, large set, MB/s vs page cache" % what, br_, "MB/s", pcr, "MB/s page cache",
+                ratio(br_, pcr), ">= %g" % GOAL_WEB_WADO, judge(ratio(br_, pcr), GOAL_WEB_WADO),
+                "best of 1 and 2 clients (%s)" % ", ".join(
+                    "%d: %s" % (c, fmt(r, "MB/s")) for r, c in sorted(best, key=lambda t: t[1])) if best else "")
+        for c in (1, 2):
+            a, b = by[c]
+            if not a and not b:
+                continue
+            ar, brr = rate_of(a), rate_of(b)
+            label = "WADO-RS %s retrieve, %d client%s" % (what, c, "s" if c > 1 else "")
+            row(label + ", MB/s", ar, "MB/s", brr, peer, ratio(ar, brr),
+                note=("Orthanc: %.0f%% of page cache" % (100 * brr / pcr) if brr and pcr else "") +
+                ("; dicomfs: %.0f%% of loopback TCP" % (100 * ar / tcp["mb_s"]) if ar and tcp else ""))
+            if a and b and c == 1:
+                row(label + ", per request median", a["request_median_ms"], "ms",
+                    b["request_median_ms"], "ms " + peer, ratio(a["request_median_ms"], b["request_median_ms"]))
+            for name, x in (("dicomfs", a), ("Orthanc", b)):
+                if x and not good(x):
+                    notes.append("web WADO %s %d client(s) %s: %d non-200 answers %s, %d bodies shorter than the file" % (
+                        what, c, name, x.get("non_200", 0), x.get("statuses"), x.get("short_bodies", 0)))
+    parts = []
+    for name, s in (("dicomfs", d), ("Orthanc", o)):
+        for key in ("wado_instance_c1", "wado_study_c1", "wado_instance_c2", "wado_study_c2"):
+            x = s.get(key)
+            if x and x.get("server_cpu_seconds_per_pass") is not None:
+                parts.append("%s %s: server %.0f%%, client %.0f%%" % (
+                    name, key.replace("wado_", ""), 100 * x["server_cpu_seconds_per_pass"] / x["seconds"],
+                    100 * x["client_cpu_seconds_per_pass"] / x["seconds"]))
+    if parts:
+        notes.append("web WADO CPU, %% of one core over a pass (2 cores): %s" % "; ".join(parts))
+    if w.get("wado_runs"):
+        notes.append("web WADO: 1 or 2 clients, a keep-alive connection each; one untimed pass, then %s timed; "
+                     "the median pass; MB/s of the DICOM files' bytes; the goal is judged on the better of "
+                     "1 and 2 clients" % w["wado_runs"])
+
+    # The client must not be the bottleneck: its CPU per wall second in each timed figure.
+    busiest = []
+    for name, s in (("dicomfs", d), ("Orthanc", o)):
+        for x in s.get("stow", []):
+            busiest.append((x["client_cpu_seconds"] / x["seconds"] if x["seconds"] else 0,
+                            "%s STOW %s %d/req" % (name, x["set"], x["per_request"])))
+        for key in ("wado_instance_c1", "wado_study_c1", "wado_instance_c2", "wado_study_c2"):
+            x = s.get(key)
+            if x:
+                busiest.append((x["client_cpu_seconds_per_pass"] / x["seconds"] / x.get("clients", 1),
+                                "%s %s" % (name, key)))
+    if busiest:
+        top = max(busiest)
+        notes.append("web client (webbench, libcurl): at most %.0f%% of a core per client thread (%s)%s" % (
+            100 * top[0], top[1], "; NEAR SATURATION, the client may limit that figure" if top[0] > 0.8 else ""))
+    if w.get("peer"):
+        notes.append("web peer: " + w["peer"])
+    for e in w.get("errors", []):
+        notes.append("web ERROR: " + e)
 
 
 def main():
@@ -226,6 +405,10 @@ def main():
                 "ms at %d" % n0, rt, "<= %gx or < +%g ms (flat)" % (GOAL_FLAT, slack), status)
     else:
         notes.append("latency growth needs two scales (BENCH_SCALES); have %d" % len(scales))
+
+    for r in recs:
+        if r["kind"] == "web":
+            web_rows(r["result"], row, notes, judge, ratio)
 
     for r in recs:
         if r["kind"] == "error":

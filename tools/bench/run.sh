@@ -18,6 +18,17 @@
 #   queries    qlat.py: median and p95 of five typical study-level queries on the benchmark
 #              archive (the small set's): in-process with `find --repeat N` (the query
 #              alone), and as whole `find` processes minus the start-up of a trivial one.
+#   web        web.py + webbench.c (a libcurl client, keep-alive, bodies built before timing):
+#              DICOMweb over HTTP on 127.0.0.1, `dicomfs serve` against Orthanc with its
+#              DICOMweb plugin (Debian orthanc, orthanc-dicomweb; installed here when missing;
+#              run from a private config under BENCH_WORK/web, never the system service):
+#              STOW-RS inst/s and MB/s (small/large set x 1/50 instances per request, 2
+#              clients, fresh storage each time); QIDO-RS median/p95 of the five queries;
+#              study metadata median (a 20-instance study); WADO-RS instance and study
+#              retrieve MB/s with 1 and 2 clients, the better one also against the page-cache
+#              read rate of dicomfs's object files
+#              (and, for context, one loopback TCP connection's rate for the same files).
+#              Ratios are dicomfs/Orthanc. STOW runs BENCH_REPS rounds (median shown). ~3 min.
 #   scales     gen_synth.py: N synthetic ~1 KB instances per BENCH_SCALES entry, ingested
 #              once and kept (keyed by N, the generator and the index schema); the same
 #              queries at each N and the growth from the smallest to the largest N.
@@ -33,6 +44,10 @@
 #   BENCH_QUERY_MODE=M      auto|process|repeat: what the table's query figures are (see
 #                           qlat.py; auto = `find --repeat N` when `find --help` has it)
 #   BENCH_INGEST_ARGS="..." extra arguments for `dicomfs ingest` (e.g. "--jobs 2")
+#   BENCH_WEB=0             skip the web step
+#   BENCH_WEB_PEER=0        web step against dicomfs only (no Orthanc)
+#   BENCH_WEB_RUNS=N        timed QIDO passes and metadata runs (default 100; QUICK 30)
+#   BENCH_WEB_WADO_RUNS=N   timed WADO passes (default 3; QUICK 2)
 #   BENCH_REBUILD=1         rebuild kept synthetic archives even if they look current
 #   BENCH_KEEP_SYNTH_FILES=1 keep the synthetic source files after ingest (default: delete;
 #                           they regenerate in seconds)
@@ -260,6 +275,23 @@ step_queries() {
     query_latency bench "$WORK/archive-small" "$DS/queries.json" "$n"
 }
 
+# web_deps — the web step's own install check: Orthanc and its DICOMweb plugin (the peer)
+# and libcurl's headers (webbench.c). Not in tools/install-deps.sh: dicomfs does not need
+# them. On a machine with an init system the orthanc package also enables its system service
+# (ports 8042/4242); the bench neither uses nor touches it.
+web_deps() {
+    local p missing=() sudo=""
+    for p in orthanc orthanc-dicomweb libcurl4-openssl-dev; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    [ "$(id -u)" -ne 0 ] && sudo="sudo"
+    log "web: installing ${missing[*]}"
+    $sudo apt-get update -qq >"$LOGS/web-apt.log" 2>&1 &&
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" \
+            >>"$LOGS/web-apt.log" 2>&1
+}
+
 # synth_archive N — builds (or reuses) WORK/synth-N/archive; records kind=ingest.
 synth_archive() {
     local n=$1 dir=$WORK/synth-$1
@@ -301,6 +333,41 @@ step_scales() {
     done
 }
 
+step_web() {
+    if [ "${BENCH_WEB:-1}" = 0 ]; then
+        log "web: skipped (BENCH_WEB=0)"
+        return 0
+    fi
+    local servers="dicomfs orthanc" runs wruns out=$WORK/web-result.json rc
+    [ "${BENCH_WEB_PEER:-1}" = 0 ] && servers=dicomfs
+    if ! web_deps; then
+        fail web "cannot install orthanc, orthanc-dicomweb, libcurl4-openssl-dev (see $LOGS/web-apt.log)"
+        dpkg-query -W -f='${Status}' libcurl4-openssl-dev 2>/dev/null | grep -q "install ok installed" || return 1
+        servers=dicomfs
+    fi
+    if [ "$servers" != dicomfs ] && { [ ! -x /usr/sbin/Orthanc ] || [ ! -f /usr/share/orthanc/plugins/libOrthancDicomWeb.so ]; }; then
+        fail web "Orthanc or its DICOMweb plugin is missing; measuring dicomfs alone"
+        servers=dicomfs
+    fi
+    if [ ! -x "$WORK/bin/webbench" ] || [ "$HERE/webbench.c" -nt "$WORK/bin/webbench" ]; then
+        cc -O2 -Wall -o "$WORK/bin/webbench" "$HERE/webbench.c" -lcurl -lpthread ||
+            { fail web "cannot build webbench.c"; return 1; }
+    fi
+    if [ "$QUICK" = 1 ]; then runs=${BENCH_WEB_RUNS:-30} wruns=${BENCH_WEB_WADO_RUNS:-2}; else
+        runs=${BENCH_WEB_RUNS:-100} wruns=${BENCH_WEB_WADO_RUNS:-3}; fi
+    log "web: DICOMweb over HTTP, servers: $servers"
+    "$PY" "$HERE/web.py" --bin "$BIN" --client "$WORK/bin/webbench" --dataset "$DS" --work "$WORK/web" \
+        --logs "$LOGS" --servers "$servers" --qido-runs "$runs" --meta-runs "$runs" --wado-runs "$wruns" \
+        --stow-reps "$REPS" >"$out"
+    rc=$?
+    # Appended from the file, not through record's argv (per-request times can be long).
+    if [ -s "$out" ]; then
+        "$PY" -c 'import json, sys; print(json.dumps({"kind": "web", "result": json.load(open(sys.argv[1]))}))' \
+            "$out" >>"$RESULTS" || fail web "web.py printed no JSON"
+    fi
+    [ "$rc" = 0 ] || fail web "web.py exited $rc (see above and $LOGS/web-*.log)"
+}
+
 step_report() {
     local d
     for d in "$WORK"/dataset-* "$WORK"/archive-small "$WORK"/synth-*/archive; do
@@ -314,6 +381,7 @@ step_dataset
 step_limits
 step_ingest
 step_queries
+step_web
 step_scales
 step_report
 if [ ${#LATER_RM[@]} -gt 0 ]; then

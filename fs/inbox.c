@@ -1,0 +1,414 @@
+/* inbox.c — dropped files (see inbox.h). A small table under one mutex; an upload is
+ * written outside the lock only by its own file's writer, and the commit (which may
+ * take milliseconds) runs outside the lock too. */
+#include "inbox.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+typedef struct entry {
+    char *path;
+    bool dir;
+    mode_t mode;
+    struct timespec mtime;
+    uint64_t size;
+    store_upload *up;   /* while written */
+    bool done;          /* flushed: the verdict below is final */
+    int verdict;        /* 0 or -errno */
+    char *error;        /* why, when the verdict is an error */
+    struct entry *next;
+} entry;
+
+struct inbox {
+    store_t *store;
+    pthread_mutex_t lock;
+    entry *head;
+};
+
+inbox *inbox_new(store_t *store)
+{
+    inbox *ib = calloc(1, sizeof *ib);
+    if (!ib) abort();
+    ib->store = store;
+    pthread_mutex_init(&ib->lock, NULL);
+    return ib;
+}
+
+static void entry_free(entry *e)
+{
+    store_upload_abort(e->up);
+    free(e->path);
+    free(e->error);
+    free(e);
+}
+
+void inbox_free(inbox *ib)
+{
+    if (!ib) return;
+    for (entry *e = ib->head, *next; e; e = next) {
+        next = e->next;
+        entry_free(e);
+    }
+    pthread_mutex_destroy(&ib->lock);
+    free(ib);
+}
+
+static entry *find(inbox *ib, const char *path)
+{
+    for (entry *e = ib->head; e; e = e->next)
+        if (strcmp(e->path, path) == 0) return e;
+    return NULL;
+}
+
+static const char *base_name(const char *path)
+{
+    const char *b = strrchr(path, '/');
+    return b ? b + 1 : path;
+}
+
+/* OS junk: accepted and thrown away. */
+static bool is_junk(const char *path)
+{
+    const char *b = base_name(path);
+    return strcmp(b, ".DS_Store") == 0 || strcasecmp(b, "Thumbs.db") == 0 || strcasecmp(b, "desktop.ini") == 0 ||
+           strncmp(b, "._", 2) == 0;
+}
+
+/* The parent of PATH must be the root, /inbox or a folder made in the inbox. */
+static bool parent_ok(inbox *ib, const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    size_t len = (size_t)(slash - path);
+    if (len == 0 || (len == 6 && strncmp(path, "/inbox", 6) == 0)) return true;
+    for (entry *e = ib->head; e; e = e->next)
+        if (e->dir && strlen(e->path) == len && strncmp(e->path, path, len) == 0) return true;
+    return false;
+}
+
+static entry *add(inbox *ib, const char *path, bool dir, mode_t mode)
+{
+    entry *e = calloc(1, sizeof *e);
+    if (!e) abort();
+    e->path = strdup(path);
+    if (!e->path) abort();
+    e->dir = dir;
+    e->mode = mode & 07777;
+    clock_gettime(CLOCK_REALTIME, &e->mtime);
+    e->next = ib->head;
+    ib->head = e;
+    return e;
+}
+
+int inbox_create(inbox *ib, const char *path, mode_t mode)
+{
+    if (strlen(base_name(path)) > 255) return -ENAMETOOLONG;
+    pthread_mutex_lock(&ib->lock);
+    int rc = 0;
+    entry *e = find(ib, path);
+    if (!parent_ok(ib, path)) {
+        rc = -ENOENT;
+    } else if (e && e->dir) {
+        rc = -EISDIR;
+    } else {
+        /* Creating a name again (an overwrite) starts a new upload in its place. */
+        if (!e) e = add(ib, path, false, mode);
+        store_upload_abort(e->up);
+        free(e->error);
+        e->error = NULL;
+        e->up = NULL;
+        e->done = false;
+        e->verdict = 0;
+        e->size = 0;
+        store_err err = {0};
+        if (!is_junk(path) && !(e->up = store_upload_begin(ib->store, &err))) rc = -EIO;
+        clock_gettime(CLOCK_REALTIME, &e->mtime);
+    }
+    pthread_mutex_unlock(&ib->lock);
+    return rc;
+}
+
+int inbox_mkdir(inbox *ib, const char *path, mode_t mode)
+{
+    pthread_mutex_lock(&ib->lock);
+    int rc = find(ib, path) ? -EEXIST : !parent_ok(ib, path) ? -ENOENT : 0;
+    if (!rc) add(ib, path, true, mode);
+    pthread_mutex_unlock(&ib->lock);
+    return rc;
+}
+
+/* Looks PATH up as a file being written; NULL (and *RC) otherwise. */
+static store_upload *writable(inbox *ib, const char *path, int *rc, entry **out)
+{
+    entry *e = find(ib, path);
+    *out = e;
+    if (!e) *rc = -ENOENT;
+    else if (e->dir) *rc = -EISDIR;
+    else if (e->done) *rc = -EBADF; /* already stored: write a new copy under a new name */
+    else *rc = 0;
+    return e && !*rc ? e->up : NULL;
+}
+
+int inbox_write(inbox *ib, const char *path, const char *buf, size_t len, off_t off)
+{
+    pthread_mutex_lock(&ib->lock);
+    int rc;
+    entry *e;
+    store_upload *up = writable(ib, path, &rc, &e);
+    if (!rc) {
+        if (up && store_upload_pwrite(up, buf, len, (uint64_t)off) != STORE_OK) rc = -EIO;
+        if (!rc && (uint64_t)off + len > e->size) e->size = (uint64_t)off + len;
+        clock_gettime(CLOCK_REALTIME, &e->mtime);
+    }
+    pthread_mutex_unlock(&ib->lock);
+    return rc ? rc : (int)len;
+}
+
+int inbox_truncate(inbox *ib, const char *path, off_t size)
+{
+    pthread_mutex_lock(&ib->lock);
+    int rc;
+    entry *e;
+    store_upload *up = writable(ib, path, &rc, &e);
+    if (!rc) {
+        if (up && store_upload_truncate(up, (uint64_t)size) != STORE_OK) rc = -EIO;
+        else e->size = (uint64_t)size;
+    }
+    pthread_mutex_unlock(&ib->lock);
+    return rc;
+}
+
+int inbox_read(inbox *ib, const char *path, char *buf, size_t len, off_t off)
+{
+    pthread_mutex_lock(&ib->lock);
+    entry *e = find(ib, path);
+    int rc = !e ? -ENOENT : e->dir ? -EISDIR : 0;
+    if (!rc && e->up) {
+        long n = store_upload_pread(e->up, buf, len, (uint64_t)off);
+        rc = n < 0 ? -EIO : (int)n;
+    }
+    /* A stored file's bytes now live in the archive: reading it back gives nothing
+     * here; its stored copy is under /studies. */
+    pthread_mutex_unlock(&ib->lock);
+    return rc;
+}
+
+/* The errno a copying program shows for each kind of failure. */
+static int errno_for(const store_ingest_result *r)
+{
+    switch (r->failure_reason) {
+    case STORE_FAIL_EXISTS: return -EEXIST;
+    case STORE_FAIL_VALIDATION: return -EINVAL;
+    case STORE_FAIL_PROCESSING: return r->status == STORE_EIO || r->status == STORE_EBUSY ? -EIO : -EBADMSG;
+    default: return -EIO;
+    }
+}
+
+int inbox_flush(inbox *ib, const char *path)
+{
+    pthread_mutex_lock(&ib->lock);
+    entry *e = find(ib, path);
+    if (!e || e->dir || e->done) {
+        int rc = e && !e->dir ? e->verdict : 0;
+        pthread_mutex_unlock(&ib->lock);
+        return rc;
+    }
+    store_upload *up = e->up;
+    e->up = NULL;
+    e->done = true; /* claimed: a concurrent flush of a dup'd fd waits for nothing */
+    pthread_mutex_unlock(&ib->lock);
+
+    int verdict = 0;
+    char *error = NULL;
+    if (up) {
+        store_item *item = store_upload_finish(up, NULL);
+        store_commit(ib->store, &item, 1);
+        const store_ingest_result *r = store_item_result(item);
+        if (r->status != STORE_OK && !r->dicomdir) {
+            verdict = errno_for(r);
+            if (asprintf(&error, "%s: not stored (FailureReason %d): %s\n%s%s", base_name(path), r->failure_reason,
+                         r->message, r->failed_attributes ? r->failed_attributes : "",
+                         r->failed_attributes ? "\n" : "") < 0)
+                error = NULL;
+        }
+        store_item_free(item);
+    }
+    pthread_mutex_lock(&ib->lock);
+    e = find(ib, path);
+    if (e && e->done && !e->up) { /* still ours (not re-created meanwhile) */
+        e->verdict = verdict;
+        free(e->error);
+        e->error = error;
+        error = NULL;
+    }
+    pthread_mutex_unlock(&ib->lock);
+    free(error);
+    return verdict;
+}
+
+static void unlink_entry(inbox *ib, entry *victim)
+{
+    for (entry **p = &ib->head; *p; p = &(*p)->next)
+        if (*p == victim) {
+            *p = victim->next;
+            entry_free(victim);
+            return;
+        }
+}
+
+/* "x.error" -> the entry "x" it explains, when it failed. */
+static entry *error_owner(inbox *ib, const char *path)
+{
+    size_t len = strlen(path);
+    if (len < 7 || strcmp(path + len - 6, ".error") != 0) return NULL;
+    char owner[4096];
+    if (len - 6 >= sizeof owner) return NULL;
+    memcpy(owner, path, len - 6);
+    owner[len - 6] = 0;
+    entry *e = find(ib, owner);
+    return e && e->done && e->error ? e : NULL;
+}
+
+int inbox_unlink(inbox *ib, const char *path)
+{
+    pthread_mutex_lock(&ib->lock);
+    entry *e = find(ib, path), *owner = e ? NULL : error_owner(ib, path);
+    int rc = 0;
+    if (owner) {
+        free(owner->error); /* removing NAME.error forgets the reason */
+        owner->error = NULL;
+    } else if (!e) {
+        rc = -ENOENT;
+    } else if (e->dir) {
+        rc = -EISDIR;
+    } else {
+        /* Forgets the dropped name (and aborts an unfinished upload); a stored instance
+         * stays in the archive. */
+        unlink_entry(ib, e);
+    }
+    pthread_mutex_unlock(&ib->lock);
+    return rc;
+}
+
+int inbox_rmdir(inbox *ib, const char *path)
+{
+    pthread_mutex_lock(&ib->lock);
+    entry *e = find(ib, path);
+    int rc = !e ? -ENOENT : !e->dir ? -ENOTDIR : 0;
+    size_t len = strlen(path);
+    for (entry *c = ib->head; !rc && c; c = c->next)
+        if (strncmp(c->path, path, len) == 0 && c->path[len] == '/') rc = -ENOTEMPTY;
+    if (!rc) unlink_entry(ib, e);
+    pthread_mutex_unlock(&ib->lock);
+    return rc;
+}
+
+int inbox_rename(inbox *ib, const char *from, const char *to)
+{
+    pthread_mutex_lock(&ib->lock);
+    entry *e = find(ib, from), *target = find(ib, to);
+    int rc = !e ? -ENOENT : !parent_ok(ib, to) ? -ENOENT : target && target->dir ? -EISDIR : 0;
+    if (!rc && e->dir) {
+        /* A folder moves with everything in it. */
+        size_t flen = strlen(from);
+        for (entry *c = ib->head; c; c = c->next)
+            if (c != e && strncmp(c->path, from, flen) == 0 && c->path[flen] == '/') {
+                char *moved = NULL;
+                if (asprintf(&moved, "%s%s", to, c->path + flen) < 0) abort();
+                free(c->path);
+                c->path = moved;
+            }
+    }
+    if (!rc) {
+        if (target && target != e) unlink_entry(ib, target);
+        char *copy = strdup(to);
+        if (!copy) abort();
+        free(e->path);
+        e->path = copy;
+    }
+    pthread_mutex_unlock(&ib->lock);
+    return rc;
+}
+
+int inbox_setmode(inbox *ib, const char *path, mode_t mode)
+{
+    pthread_mutex_lock(&ib->lock);
+    entry *e = find(ib, path);
+    if (e) e->mode = mode & 07777;
+    pthread_mutex_unlock(&ib->lock);
+    return e ? 0 : -ENOENT;
+}
+
+int inbox_settime(inbox *ib, const char *path, const struct timespec tv[2])
+{
+    pthread_mutex_lock(&ib->lock);
+    entry *e = find(ib, path);
+    if (e && tv) {
+        if (tv[1].tv_nsec == UTIME_NOW) clock_gettime(CLOCK_REALTIME, &e->mtime);
+        else if (tv[1].tv_nsec != UTIME_OMIT) e->mtime = tv[1];
+    }
+    pthread_mutex_unlock(&ib->lock);
+    return e ? 0 : -ENOENT;
+}
+
+static void fill_stat(const entry *e, struct stat *st)
+{
+    memset(st, 0, sizeof *st);
+    st->st_mode = (e->dir ? S_IFDIR : S_IFREG) | e->mode;
+    st->st_nlink = e->dir ? 2 : 1;
+    st->st_size = (off_t)e->size;
+    st->st_mtim = st->st_ctim = st->st_atim = e->mtime;
+    st->st_blksize = 4096;
+    st->st_blocks = (blkcnt_t)((e->size + 511) / 512);
+}
+
+int inbox_stat(inbox *ib, const char *path, struct stat *st)
+{
+    pthread_mutex_lock(&ib->lock);
+    entry *e = find(ib, path), *owner = e ? NULL : error_owner(ib, path);
+    int rc = 0;
+    if (e) {
+        fill_stat(e, st);
+    } else if (owner) {
+        fill_stat(owner, st);
+        st->st_mode = S_IFREG | 0444;
+        st->st_size = (off_t)strlen(owner->error);
+    } else {
+        rc = -ENOENT;
+    }
+    pthread_mutex_unlock(&ib->lock);
+    return rc;
+}
+
+char *inbox_error_text(inbox *ib, const char *path)
+{
+    pthread_mutex_lock(&ib->lock);
+    entry *owner = error_owner(ib, path);
+    char *text = owner ? strdup(owner->error) : NULL;
+    pthread_mutex_unlock(&ib->lock);
+    return text;
+}
+
+void inbox_list(inbox *ib, const char *dir, void (*fill)(void *ctx, const char *name, const struct stat *st), void *ctx)
+{
+    size_t len = strcmp(dir, "/") == 0 ? 0 : strlen(dir);
+    pthread_mutex_lock(&ib->lock);
+    for (entry *e = ib->head; e; e = e->next) {
+        if (strncmp(e->path, dir, len) != 0 || e->path[len] != '/' || strchr(e->path + len + 1, '/')) continue;
+        struct stat st;
+        fill_stat(e, &st);
+        fill(ctx, e->path + len + 1, &st);
+        if (e->done && e->error) {
+            char name[512];
+            snprintf(name, sizeof name, "%s.error", e->path + len + 1);
+            st.st_mode = S_IFREG | 0444;
+            st.st_size = (off_t)strlen(e->error);
+            fill(ctx, name, &st);
+        }
+    }
+    pthread_mutex_unlock(&ib->lock);
+}

@@ -1,0 +1,44 @@
+/* inbox.h — files and folders dropped into the mount, and what became of them.
+ *
+ * A dropped file is an upload while it is written; on its first flush (close) it is
+ * finished and committed, and the verdict (0, or an errno with a reason) is kept so that
+ * every later flush of the same file answers the same, the name stays visible with its
+ * size (the copying program sees success), and NAME.error explains a failure.
+ * Thread-safe: one mutex guards the table. */
+#ifndef DICOMFS_FS_INBOX_H
+#define DICOMFS_FS_INBOX_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+
+#include "store.h"
+
+typedef struct inbox inbox;
+
+inbox *inbox_new(store_t *store);
+void inbox_free(inbox *ib);
+
+/* Entries are keyed by their path in the mount ("/inbox/cd/IM0001", "/x.dcm"). */
+int inbox_create(inbox *ib, const char *path, mode_t mode);   /* 0 or -errno */
+int inbox_mkdir(inbox *ib, const char *path, mode_t mode);
+int inbox_write(inbox *ib, const char *path, const char *buf, size_t len, off_t off);
+int inbox_truncate(inbox *ib, const char *path, off_t size);
+int inbox_read(inbox *ib, const char *path, char *buf, size_t len, off_t off);
+/* Stores the file if not done yet; the verdict, every time. */
+int inbox_flush(inbox *ib, const char *path);
+int inbox_unlink(inbox *ib, const char *path);
+int inbox_rmdir(inbox *ib, const char *path);
+int inbox_rename(inbox *ib, const char *from, const char *to);
+int inbox_setmode(inbox *ib, const char *path, mode_t mode);
+int inbox_settime(inbox *ib, const char *path, const struct timespec tv[2]);
+
+/* 0 and ST filled when PATH is an entry (or "NAME.error" of a failed one), -ENOENT. */
+int inbox_stat(inbox *ib, const char *path, struct stat *st);
+/* The text of a NAME.error file; malloc'd, NULL when none. */
+char *inbox_error_text(inbox *ib, const char *path);
+/* Calls FILL for each child name of directory DIR ("/inbox", "/"). */
+void inbox_list(inbox *ib, const char *dir, void (*fill)(void *ctx, const char *name, const struct stat *st), void *ctx);
+
+#endif
