@@ -24,6 +24,8 @@ struct fs_mount {
     char *mountpoint;
     volatile bool stopping;
     int64_t started_us; /* the time of the fixed folders */
+    pthread_mutex_t files_lock;
+    struct open_file *files;
 };
 
 typedef enum {
@@ -295,12 +297,41 @@ static int op_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t
     }
 }
 
-/* An open file: an object file's descriptor, or generated text. */
-typedef struct {
+/* An open file: an object file's descriptor, or generated text. Open files are also
+ * linked to the mount, because an unmount while busy ends the session without their
+ * release. */
+typedef struct open_file {
     int fd;
     char *text;
     size_t len;
+    struct open_file *prev, *next;
 } open_file;
+
+static open_file *new_open_file(void)
+{
+    open_file *f = calloc(1, sizeof *f);
+    if (!f) abort();
+    f->fd = -1;
+    fs_mount *m = self();
+    pthread_mutex_lock(&m->files_lock);
+    f->next = m->files;
+    if (m->files) m->files->prev = f;
+    m->files = f;
+    pthread_mutex_unlock(&m->files_lock);
+    return f;
+}
+
+static void free_open_file(fs_mount *m, open_file *f)
+{
+    pthread_mutex_lock(&m->files_lock);
+    if (f->prev) f->prev->next = f->next;
+    else m->files = f->next;
+    if (f->next) f->next->prev = f->prev;
+    pthread_mutex_unlock(&m->files_lock);
+    if (f->fd >= 0) close(f->fd);
+    free(f->text);
+    free(f);
+}
 
 static int op_open(const char *path, struct fuse_file_info *fi)
 {
@@ -308,9 +339,7 @@ static int op_open(const char *path, struct fuse_file_info *fi)
     if (n.kind == N_DROP) {
         char *why = inbox_error_text(self()->inbox, path);
         if (!why) return 0; /* reads of drops go to the inbox */
-        open_file *f = calloc(1, sizeof *f);
-        if (!f) abort();
-        f->fd = -1;
+        open_file *f = new_open_file();
         f->text = why;
         f->len = strlen(why);
         fi->fh = (uint64_t)(uintptr_t)f;
@@ -318,9 +347,7 @@ static int op_open(const char *path, struct fuse_file_info *fi)
         return 0;
     }
     if ((fi->flags & O_ACCMODE) != O_RDONLY) return -EACCES;
-    open_file *f = calloc(1, sizeof *f);
-    if (!f) return -ENOMEM;
-    f->fd = -1;
+    open_file *f = new_open_file();
     int rc = 0;
     if (n.kind == N_INSTANCE) {
         store_instance in;
@@ -332,8 +359,7 @@ static int op_open(const char *path, struct fuse_file_info *fi)
         fi->direct_io = 1; /* generated text may differ from the size getattr saw */
     }
     if (rc) {
-        free(f->text);
-        free(f);
+        free_open_file(self(), f);
         return rc;
     }
     fi->fh = (uint64_t)(uintptr_t)f;
@@ -358,11 +384,7 @@ static int op_release(const char *path, struct fuse_file_info *fi)
 {
     (void)path;
     open_file *f = (open_file *)(uintptr_t)fi->fh;
-    if (f) {
-        if (f->fd >= 0) close(f->fd);
-        free(f->text);
-        free(f);
-    }
+    if (f) free_open_file(self(), f);
     return 0;
 }
 
@@ -509,6 +531,7 @@ fs_mount *fs_mount_start(store_t *store, const char *mountpoint, const fs_option
     if (!m) abort();
     m->store = store;
     m->inbox = inbox_new(store);
+    pthread_mutex_init(&m->files_lock, NULL);
     struct timespec now;
     clock_gettime(CLOCK_REALTIME, &now);
     m->started_us = (int64_t)now.tv_sec * 1000000 + now.tv_nsec / 1000;
@@ -545,6 +568,7 @@ void fs_mount_stop(fs_mount *m)
     fuse_unmount(m->fuse); /* ends the session: the loop returns */
     pthread_join(m->thread, NULL);
     fuse_destroy(m->fuse);
+    while (m->files) free_open_file(m, m->files); /* still open at a lazy unmount */
     inbox_free(m->inbox);
     free(m->mountpoint);
     free(m);

@@ -180,37 +180,58 @@ static void *commit_thread(void *arg)
     return NULL;
 }
 
-void store_commit_async(store_t *s, store_item *item, store_done_fn done, void *ctx)
+/* Queues N items (none final) at once, so they land in one group; DONE with CTX each. */
+static void enqueue(store_t *s, store_item **items, size_t n, store_done_fn done, void *ctx)
 {
-    item->done = done;
-    item->ctx = ctx;
-    item->next = NULL;
-    long left = atomic_load(&s->expected);
-    while (left > 0 && !atomic_compare_exchange_weak(&s->expected, &left, left - 1)) {
-    }
-    if (item->final) { /* rejected before commit: nothing to wait for */
-        done(item, ctx);
-        return;
-    }
     pthread_mutex_lock(&s->q_lock);
     if (!s->q_running) {
         if (pthread_create(&s->q_thread, NULL, commit_thread, s) != 0) {
             pthread_mutex_unlock(&s->q_lock);
-            item_reject(item, STORE_EIO, STORE_FAIL_PROCESSING, "cannot start the commit thread");
-            done(item, ctx);
+            for (size_t i = 0; i < n; i++) {
+                item_reject(items[i], STORE_EIO, STORE_FAIL_PROCESSING, "cannot start the commit thread");
+                done(items[i], ctx);
+            }
             return;
         }
         s->q_running = true;
     }
-    while (s->q_len >= QUEUE_MAX) pthread_cond_wait(&s->q_space, &s->q_lock);
-    if (s->q_tail)
-        s->q_tail->next = item;
-    else
-        s->q_head = item;
-    s->q_tail = item;
-    s->q_len++;
+    for (size_t i = 0; i < n; i++) {
+        store_item *item = items[i];
+        item->done = done;
+        item->ctx = ctx;
+        item->next = NULL;
+        while (s->q_len >= QUEUE_MAX) {
+            pthread_cond_signal(&s->q_cond); /* let the thread drain what is there */
+            pthread_cond_wait(&s->q_space, &s->q_lock);
+        }
+        if (s->q_tail)
+            s->q_tail->next = item;
+        else
+            s->q_head = item;
+        s->q_tail = item;
+        s->q_len++;
+    }
     pthread_cond_signal(&s->q_cond);
     pthread_mutex_unlock(&s->q_lock);
+}
+
+static void count_down_expected(store_t *s)
+{
+    long left = atomic_load(&s->expected);
+    while (left > 0 && !atomic_compare_exchange_weak(&s->expected, &left, left - 1)) {
+    }
+}
+
+void store_commit_async(store_t *s, store_item *item, store_done_fn done, void *ctx)
+{
+    count_down_expected(s);
+    if (item->final) { /* rejected before commit: nothing to wait for */
+        item->done = done;
+        item->ctx = ctx;
+        done(item, ctx);
+        return;
+    }
+    enqueue(s, &item, 1, done, ctx);
 }
 
 void store_expect(store_t *s, long n)
@@ -239,15 +260,17 @@ static void wake(store_item *item, void *ctx)
 void store_commit(store_t *s, store_item **items, size_t n)
 {
     waiter w = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0};
+    store_item **live = malloc((n ? n : 1) * sizeof *live);
+    if (!live) abort();
     for (size_t i = 0; i < n; i++)
-        if (!items[i]->final) w.left++;
-    for (size_t i = 0; i < n; i++)
-        if (!items[i]->final) store_commit_async(s, items[i], wake, &w);
+        if (!items[i]->final) live[w.left++] = items[i];
+    if (w.left) enqueue(s, live, w.left, wake, &w); /* at once: one group, not 1 + (n-1) */
     pthread_mutex_lock(&w.m);
     while (w.left > 0) pthread_cond_wait(&w.c, &w.m);
     pthread_mutex_unlock(&w.m);
     pthread_mutex_destroy(&w.m);
     pthread_cond_destroy(&w.c);
+    free(live);
 }
 
 void commit_stop(store_t *s)

@@ -175,8 +175,9 @@ static store_status parse_filter(const store_query *q, parsed_query *pq, const c
         char *copy = strdup(value), *save = NULL;
         for (char *t = strtok_r(copy, ",\\", &save); t; t = strtok_r(NULL, ",\\", &save)) {
             if (!store_valid_uid(t)) {
+                store_seterr(err, STORE_EINVAL, "'%s' is not a valid UID for '%s'", t, key); /* t lives in copy */
                 free(copy);
-                return store_seterr(err, STORE_EINVAL, "'%s' is not a valid UID for '%s'", t, key);
+                return STORE_EINVAL;
             }
             add_value(f, strdup(t));
         }

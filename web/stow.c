@@ -61,9 +61,10 @@ static int end_upload(stow_state *s)
 static int on_part_begin(void *ctx, const char *content_type)
 {
     stow_state *s = ctx;
-    const char *type = content_type ? content_type : s->root_type;
-    web_media_type mt;
-    if (!type[0] || web_media_type_parse(type, &mt) != 0 || strcmp(mt.type, "application/dicom") != 0) {
+    /* As the reference: only the first part may go without a Content-Type (it takes the
+     * root type), and a part's type must be exactly application/dicom, no parameters. */
+    const char *type = content_type ? content_type : s->n_items == 0 && !s->up ? s->root_type : "";
+    if (!type[0] || strcasecmp(type, "application/dicom") != 0) {
         reject(s->rq, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE,
                "A part has the media type '%s'; every part must be application/dicom.", type[0] ? type : "(none)");
         return -1;

@@ -1,0 +1,113 @@
+#!/bin/bash
+# End-to-end: a real FUSE mount of an archive. Copy tools store files at close and report
+# failures through close(); the tree shows what the store holds, byte for byte.
+# Needs /dev/fuse (CI runs as root with it: there this test must run, not skip).
+set -u
+: "${DICOMFS:?DICOMFS must name the dicomfs binary}"
+SCRATCH=${SCRATCH:-/tmp/dicomfs-test-fs_mount}
+CORPUS=/usr/lib/python3/dist-packages/pydicom/data/test_files
+
+if [ ! -e /dev/fuse ] || ! command -v fusermount3 >/dev/null; then
+    if [ "${CI:-}" = true ]; then echo "FAIL /dev/fuse or fusermount3 missing on CI"; exit 1; fi
+    echo "skipped: no /dev/fuse"; echo "0 passed, 0 failed"; exit 0
+fi
+
+fusermount3 -uz "$SCRATCH/mnt" 2>/dev/null
+rm -rf "$SCRATCH" && mkdir -p "$SCRATCH/mnt" "$SCRATCH/src" || exit 1
+A=$SCRATCH/archive M=$SCRATCH/mnt
+pass=0 fails=0
+ok() { pass=$((pass + 1)); echo "ok   $*"; }
+fail() { fails=$((fails + 1)); echo "FAIL $*"; }
+check() { local what=$1; shift; if "$@" >/dev/null 2>&1; then ok "$what"; else fail "$what"; fi; }
+
+"$DICOMFS" mount "$A" "$M" >"$SCRATCH/mount.log" 2>&1 &
+PID=$!
+cleanup() { fusermount3 -uz "$M" 2>/dev/null; kill "$PID" 2>/dev/null; wait "$PID" 2>/dev/null; }
+trap cleanup EXIT
+for _ in $(seq 50); do mountpoint -q "$M" && break; sleep 0.1; done
+check "the archive is mounted" mountpoint -q "$M"
+check "the root lists inbox, studies and changes" test -d "$M/inbox" -a -d "$M/studies" -a -d "$M/changes"
+
+# cp of one file
+check "cp of a DICOM file into the inbox succeeds" cp "$CORPUS/CT_small.dcm" "$M/inbox/"
+check "the dropped name stays visible with its size" test "$(stat -c %s "$M/inbox/CT_small.dcm")" = "$(stat -c %s "$CORPUS/CT_small.dcm")"
+ST=1.3.6.1.4.1.5962.1.2.1.20040119072730.12322
+SE=1.3.6.1.4.1.5962.1.3.1.1.20040119072730.12322
+SOP=1.3.6.1.4.1.5962.1.1.1.1.1.20040119072730.12322
+check "the instance reads back byte for byte" cmp "$M/studies/$ST/series/$SE/instances/$SOP.dcm" "$CORPUS/CT_small.dcm"
+check "study metadata.json is the metadata command's output" \
+    bash -c "cmp <(cat '$M/studies/$ST/metadata.json') <('$DICOMFS' metadata '$A' $ST | tr -d '\n')"
+
+# a drop at the root
+check "cp to the root of the mount succeeds" cp "$CORPUS/MR_small.dcm" "$M/"
+check "the root drop is stored" test -n "$("$DICOMFS" find "$A" StudyInstanceUID=1.3.6.1.4.1.5962.1.2.4.20040826185059.5457 | grep 0020000D)"
+
+# a non-DICOM file fails at close, with a reason
+out=$(cp "$CORPUS/README.txt" "$M/inbox/" 2>&1); rc=$?
+check "cp of a non-DICOM file fails" test $rc -ne 0
+check "cp reports the failure at close" grep -q "failed to close" <<<"$out"
+check "NAME.error says why" grep -q "not a DICOM file" "$M/inbox/README.txt.error"
+
+# a duplicate
+out=$(cp "$CORPUS/CT_small.dcm" "$M/inbox/again.dcm" 2>&1); rc=$?
+check "a duplicate fails with File exists" test $rc -ne 0 -a -n "$(grep -i 'file exists' <<<"$out")"
+
+# cp -r of a CD-like folder: images stored, DICOMDIR skipped, README files fail alone
+cp -r "$CORPUS/dicomdirtests" "$M/inbox/" 2>"$SCRATCH/cpr.err"
+check "cp -r reports only the non-DICOM files" test "$(grep -c 'failed to close' "$SCRATCH/cpr.err")" = 2
+check "DICOMDIR files are skipped silently" test -z "$(grep DICOMDIR "$SCRATCH/cpr.err")"
+n=$("$DICOMFS" find "$A" --level instance limit=200 | grep -o '"00080018"' | wc -l)
+check "every image of the folder is stored ($n instances)" test "$n" -ge 40
+
+# rsync (temp name, then rename), tar, mv from another file system
+cp "$CORPUS/rtplan.dcm" "$CORPUS/JPEG-lossy.dcm" "$SCRATCH/src/"
+check "rsync -a into the mount succeeds" rsync -a "$SCRATCH/src/rtplan.dcm" "$M/inbox/"
+check "rsync's final name is visible" test -f "$M/inbox/rtplan.dcm"
+check "tar -x into the mount succeeds" bash -c "tar cf - -C '$SCRATCH/src' JPEG-lossy.dcm | tar xf - -C '$M/inbox'"
+cp "$CORPUS/waveform_ecg.dcm" "$SCRATCH/src/ecg.dcm"
+check "mv from another file system succeeds" mv "$SCRATCH/src/ecg.dcm" "$M/inbox/"
+check "rtplan, JPEG-lossy and ecg are stored" test "$("$DICOMFS" find "$A" --level instance SOPInstanceUID=1.2.777.777.77.7.7777.7777.20030903150023,1.3.6.1.4.1.5962.1.1.8.1.5.20040826185059.5457,1.3.6.1.4.1.20029.40.20130125105919.5407.1.1 | grep -o '"00080018"' | wc -l)" = 3
+
+# a truncated copy stores nothing
+head -c 20000 "$CORPUS/CT_small.dcm" >"$SCRATCH/src/cut.dcm"
+"$DICOMFS" delete "$A" $ST >/dev/null
+cp "$SCRATCH/src/cut.dcm" "$M/inbox/cut.dcm" 2>/dev/null
+check "a truncated file is not stored" test -z "$("$DICOMFS" find "$A" StudyInstanceUID=$ST | grep 0020000D)"
+
+# parallel copies
+mkdir -p "$SCRATCH/par"
+for i in $(seq 1 20); do
+    cp "$CORPUS/CT_small.dcm" "$SCRATCH/par/$i.dcm"
+    dcmodify -q -nb -m "(0008,0018)=1.2.3.99.$i" -m "(0020,000D)=1.2.3.99" -m "(0020,000E)=1.2.3.99.1" "$SCRATCH/par/$i.dcm"
+done
+cps=()
+for i in $(seq 1 20); do cp "$SCRATCH/par/$i.dcm" "$M/inbox/p$i.dcm" & cps+=($!); done
+wait "${cps[@]}" # not a bare wait: the mount runs in the background too
+check "20 parallel copies are all stored" test "$(ls "$M/studies/1.2.3.99/series/1.2.3.99.1/instances" | wc -l)" = 20
+
+# the tree is read-only where writing makes no sense
+check "writing under studies/ is refused" bash -c "! cp '$CORPUS/CT_small.dcm' '$M/studies/x.dcm' 2>/dev/null"
+check "deleting a stored instance through the mount is refused" bash -c "! rm -f '$M/studies/1.2.3.99/series/1.2.3.99.1/instances/1.2.3.99.1.dcm' 2>/dev/null"
+check "changes/latest.json is the newest change" grep -q '"sequence"' "$M/changes/latest.json"
+check "find over the mount sees every stored instance" \
+    test "$(find "$M/studies" -name '*.dcm' | wc -l)" = "$("$DICOMFS" find "$A" --level instance limit=200 | grep -o '"00080018"' | wc -l)"
+
+# an instance stored by another process appears in the mount
+"$DICOMFS" ingest "$A" "$CORPUS/rtstruct.dcm" >/dev/null 2>&1
+sleep 1.2
+check "an instance stored by another process appears" test -d "$M/studies/1.2.826.0.1.3680043.8.498.2010020400001.1"
+
+# unmount while busy: lazily, and the process ends
+exec 9<"$M/changes/latest.json"
+fusermount3 -uz "$M"
+for _ in $(seq 50); do kill -0 "$PID" 2>/dev/null || break; sleep 0.1; done
+exec 9<&-
+for _ in $(seq 50); do kill -0 "$PID" 2>/dev/null || break; sleep 0.1; done
+check "the mount process ends after an unmount" bash -c "! kill -0 $PID 2>/dev/null"
+wait "$PID"; rc=$?
+check "and exits 0" test $rc -eq 0
+check "the archive is consistent" "$DICOMFS" fsck "$A"
+
+echo "fs_mount: $pass passed, $fails failed"
+echo "$pass passed, $fails failed"
+[ $fails -eq 0 ]
