@@ -19,13 +19,16 @@ build: deps
 	@cmake --build $(BUILD) -j $(JOBS)
 
 HTTP    ?= 127.0.0.1:8080
+MOUNT   ?= ./mnt
 
-# Stores what is in $(INBOX) (if anything), then serves the archive over DICOMweb until
-# Ctrl-C.
+# Stores what is in $(INBOX) (if anything), then serves the archive over DICOMweb and,
+# where FUSE is available, as a folder at $(MOUNT), until Ctrl-C.
 run: build
-	@mkdir -p $(INBOX)
+	@mkdir -p $(INBOX) $(MOUNT)
 	@if [ -n "$$(ls -A $(INBOX))" ]; then $(BUILD)/dicomfs ingest $(ARCHIVE) $(INBOX); fi
-	@$(BUILD)/dicomfs serve $(ARCHIVE) --http $(HTTP)
+	@fusermount3 -uz $(MOUNT) 2>/dev/null || true
+	@if [ -e /dev/fuse ]; then $(BUILD)/dicomfs serve $(ARCHIVE) --http $(HTTP) --mount $(MOUNT); \
+	 else $(BUILD)/dicomfs serve $(ARCHIVE) --http $(HTTP); fi
 
 test: test-deps build
 	@cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
