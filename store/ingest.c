@@ -118,9 +118,9 @@ static bool validate_required(store_item *item, const dcm_parsed *p, const store
         size_t n = strlen(want);
         while (n > 0 && want[n - 1] == ' ') n--;
         if (strlen(p->study_uid.value) != n || strncasecmp(p->study_uid.value, want, n) != 0) {
-            char line[300];
-            snprintf(line, sizeof line, "DICOM100: (0020,000D) - StudyInstanceUID %s does not match the study %.*s in the request",
-                     p->study_uid.value, (int)n, want);
+            char line[400];
+            snprintf(line, sizeof line, "DICOM100: (0020,000D) - StudyInstanceUID %.64s does not match the study %.*s in the request",
+                     p->study_uid.value, (int)(n > 64 ? 64 : n), want);
             add_failed(item, line);
             item_reject(item, STORE_EREJECTED, STORE_FAIL_VALIDATION, "%s", line);
             return false;

@@ -43,6 +43,8 @@ typedef enum {
     ST_IX_INT_DEL,
     ST_IX_REAL_DEL,
     ST_CHANGE_ADD,
+    ST_INSTANCE_LIST,
+    ST_METADATA_LIST,
     ST_COUNT
 } stmt_id;
 

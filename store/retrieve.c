@@ -7,12 +7,6 @@
 
 #include "internal.h"
 
-/* The FROM/WHERE shared by instance lists and metadata; binds partition, study,
- * series, sop as ?1..?4 (NULL series/sop match anything). */
-#define SCOPE                                                                     \
-    " FROM study st JOIN series se ON se.study=st.key JOIN instance i ON i.series=se.key" \
-    " WHERE st.partition=?1 AND st.uid=?2 AND (?3 IS NULL OR se.uid=?3) AND (?4 IS NULL OR i.uid=?4)"
-
 static store_status check_uids(const char *study, const char *series, const char *sop, store_err *err)
 {
     if (!store_valid_uid(study)) return store_seterr(err, STORE_EINVAL, "'%s' is not a valid StudyInstanceUID", study ? study : "");
@@ -22,13 +16,11 @@ static store_status check_uids(const char *study, const char *series, const char
     return STORE_OK;
 }
 
-static sqlite3_stmt *scoped(db_t *db, const char *select, const char *order, int64_t part, const char *study,
-                            const char *series, const char *sop)
+/* A cached retrieval statement (schema.c) bound to a study, series or instance. */
+static sqlite3_stmt *scoped(db_t *db, stmt_id id, int64_t part, const char *study, const char *series, const char *sop)
 {
-    char sql[1024];
-    snprintf(sql, sizeof sql, "%s%s%s", select, SCOPE, order);
-    sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(db->h, sql, -1, &st, NULL) != SQLITE_OK) return NULL;
+    sqlite3_stmt *st = db_stmt(db, id);
+    if (!st) return NULL;
     sqlite3_bind_int64(st, 1, part);
     sqlite3_bind_text(st, 2, study, -1, SQLITE_STATIC);
     if (series) sqlite3_bind_text(st, 3, series, -1, SQLITE_STATIC);
@@ -51,10 +43,7 @@ store_status store_instances(store_t *s, const char *partition, const char *stud
     db_t *db = db_get(s, err);
     if (!db) return STORE_EIO;
     int64_t part = partition_key(db, partition ? partition : STORE_DEFAULT_PARTITION, false);
-    sqlite3_stmt *st = scoped(db,
-                              "SELECT i.watermark, st.uid, se.uid, i.uid, i.sop_class, i.transfer_syntax,"
-                              " i.object, i.size, i.frame_count, i.created_us",
-                              " ORDER BY se.key, i.instance_number, i.watermark", part, study, series, sop);
+    sqlite3_stmt *st = scoped(db, ST_INSTANCE_LIST, part, study, series, sop);
     if (!st) {
         rc = store_seterr(err, STORE_EIO, "index: %s", sqlite3_errmsg(db->h));
         db_put(s, db);
@@ -80,7 +69,6 @@ store_status store_instances(store_t *s, const char *partition, const char *stud
         in->frames = (uint32_t)sqlite3_column_int64(st, 8);
         in->created_us = sqlite3_column_int64(st, 9);
     }
-    sqlite3_finalize(st);
     db_put(s, db);
     if (*n == 0) return store_seterr(err, STORE_ENOTFOUND, "the requested %s was not found", what(series, sop));
     return STORE_OK;
@@ -101,8 +89,7 @@ store_status store_metadata(store_t *s, const char *partition, const char *study
     db_t *db = db_get(s, err);
     if (!db) return STORE_EIO;
     int64_t part = partition_key(db, partition ? partition : STORE_DEFAULT_PARTITION, false);
-    sqlite3_stmt *st = scoped(db, "SELECT i.watermark, (SELECT json FROM metadata m WHERE m.watermark=i.watermark)",
-                              " ORDER BY se.key, i.instance_number, i.watermark", part, study, series, sop);
+    sqlite3_stmt *st = scoped(db, ST_METADATA_LIST, part, study, series, sop);
     if (!st) {
         rc = store_seterr(err, STORE_EIO, "index: %s", sqlite3_errmsg(db->h));
         db_put(s, db);
@@ -128,7 +115,6 @@ store_status store_metadata(store_t *s, const char *partition, const char *study
         memcpy(buf + used, j, jl);
         used += jl;
     }
-    sqlite3_finalize(st);
     db_put(s, db);
     if (count == 0) {
         free(buf);

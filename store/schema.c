@@ -90,6 +90,18 @@ static const char *const sql[ST_COUNT] = {
     [ST_IX_REAL_DEL] = "DELETE FROM ix_real WHERE tag=?1 AND key=?2",
     [ST_CHANGE_ADD] = "INSERT INTO changefeed(timestamp_us, action, partition, study_uid,"
                       " series_uid, sop_uid, watermark) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    /* Retrieval of a study, series (?3) or instance (?3, ?4): NULL matches any. */
+    [ST_INSTANCE_LIST] =
+        "SELECT i.watermark, st.uid, se.uid, i.uid, i.sop_class, i.transfer_syntax, i.object, i.size,"
+        " i.frame_count, i.created_us"
+        " FROM study st JOIN series se ON se.study=st.key JOIN instance i ON i.series=se.key"
+        " WHERE st.partition=?1 AND st.uid=?2 AND (?3 IS NULL OR se.uid=?3) AND (?4 IS NULL OR i.uid=?4)"
+        " ORDER BY se.key, i.instance_number, i.watermark",
+    [ST_METADATA_LIST] =
+        "SELECT i.watermark, (SELECT json FROM metadata m WHERE m.watermark=i.watermark)"
+        " FROM study st JOIN series se ON se.study=st.key JOIN instance i ON i.series=se.key"
+        " WHERE st.partition=?1 AND st.uid=?2 AND (?3 IS NULL OR se.uid=?3) AND (?4 IS NULL OR i.uid=?4)"
+        " ORDER BY se.key, i.instance_number, i.watermark",
 };
 
 sqlite3_stmt *db_stmt(db_t *db, stmt_id id)
