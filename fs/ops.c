@@ -16,6 +16,18 @@
 #include "fs.h"
 #include "inbox.h"
 
+/* changes/feed.jsonl: one immutable line per change, so the file only grows and tail -f
+ * follows it. The mount keeps where each line starts (16 bytes per change) and asks the
+ * store only for changes it has not seen; reads regenerate just the lines they cover. */
+typedef struct {
+    pthread_mutex_t lock;
+    int64_t last;      /* the last sequence indexed */
+    int64_t *seq;      /* sequence of line i */
+    uint64_t *start;   /* byte offset of line i */
+    size_t n, cap;
+    uint64_t size;
+} feed_index;
+
 struct fs_mount {
     store_t *store;
     inbox *inbox;
@@ -26,12 +38,15 @@ struct fs_mount {
     int64_t started_us; /* the time of the fixed folders */
     pthread_mutex_t files_lock;
     struct open_file *files;
+    feed_index feed;
 };
 
 typedef enum {
     N_ROOT, N_INBOX, N_STUDIES, N_STUDY, N_STUDY_META, N_SERIES_DIR, N_SERIES, N_SERIES_META, N_INSTANCES,
-    N_INSTANCE, N_CHANGES, N_CHANGES_LATEST, N_CHANGE, N_DROP, N_NONE
+    N_INSTANCE, N_CHANGES, N_CHANGES_LATEST, N_CHANGES_FEED, N_CHANGE, N_DROP, N_NONE
 } node_kind;
+
+
 
 typedef struct {
     node_kind kind;
@@ -70,6 +85,7 @@ static node classify(const char *path)
     else if (IS(0, "changes")) {
         if (count == 1) n.kind = N_CHANGES;
         else if (count == 2 && IS(1, "latest.json")) n.kind = N_CHANGES_LATEST;
+        else if (count == 2 && IS(1, "feed.jsonl")) n.kind = N_CHANGES_FEED;
         else if (count == 2 && len[1] > 5 && strncmp(seg[1] + len[1] - 5, ".json", 5) == 0) {
             char num[32];
             if (len[1] - 5 < sizeof num) {
@@ -124,6 +140,85 @@ static void file_stat(struct stat *st, uint64_t size, int64_t us)
     st->st_size = (off_t)size;
     st->st_blocks = (blkcnt_t)((size + 511) / 512);
     st->st_blksize = 65536;
+}
+
+/* Indexes the changes stored since the last call; 0 or -EIO. Caller holds feed->lock. */
+static int feed_refresh(feed_index *f)
+{
+    for (;;) {
+        char *text = NULL;
+        size_t len = 0;
+        int64_t last = f->last;
+        if (store_changefeed_lines(self()->store, f->last, 1000, &text, &len, &last, NULL) != STORE_OK) {
+            free(text);
+            return -EIO;
+        }
+        for (char *line = text; line < text + len;) {
+            char *nl = memchr(line, '\n', (size_t)(text + len - line));
+            if (!nl) break;
+            if (f->n == f->cap) {
+                f->cap = f->cap ? f->cap * 2 : 1024;
+                f->seq = realloc(f->seq, f->cap * sizeof *f->seq);
+                f->start = realloc(f->start, f->cap * sizeof *f->start);
+                if (!f->seq || !f->start) abort();
+            }
+            f->seq[f->n] = strtoll(line + strlen("{\"sequence\":"), NULL, 10);
+            f->start[f->n++] = f->size;
+            f->size += (uint64_t)(nl + 1 - line);
+            line = nl + 1;
+        }
+        free(text);
+        bool more = last != f->last && len > 0;
+        f->last = last;
+        if (!more) return 0;
+    }
+}
+
+static int feed_size(uint64_t *size)
+{
+    feed_index *f = &self()->feed;
+    pthread_mutex_lock(&f->lock);
+    int rc = feed_refresh(f);
+    *size = f->size;
+    pthread_mutex_unlock(&f->lock);
+    return rc;
+}
+
+static int feed_read(char *buf, size_t size, off_t off)
+{
+    feed_index *f = &self()->feed;
+    pthread_mutex_lock(&f->lock);
+    int rc = feed_refresh(f);
+    if (rc || (uint64_t)off >= f->size || f->n == 0) {
+        pthread_mutex_unlock(&f->lock);
+        return rc;
+    }
+    size_t lo = 0, hi = f->n - 1; /* the last line starting at or before off */
+    while (lo < hi) {
+        size_t mid = (lo + hi + 1) / 2;
+        if (f->start[mid] <= (uint64_t)off) lo = mid;
+        else hi = mid - 1;
+    }
+    size_t lines = 0;
+    while (lo + lines < f->n && f->start[lo + lines] < (uint64_t)off + size) lines++;
+    int64_t after = f->seq[lo] - 1;
+    uint64_t first = f->start[lo];
+    pthread_mutex_unlock(&f->lock);
+
+    char *text = NULL;
+    size_t len = 0;
+    int64_t last;
+    if (store_changefeed_lines(self()->store, after, (int)lines, &text, &len, &last, NULL) != STORE_OK) {
+        free(text);
+        return -EIO;
+    }
+    size_t skip = (size_t)((uint64_t)off - first), n = 0;
+    if (skip < len) {
+        n = len - skip < size ? len - skip : size;
+        memcpy(buf, text + skip, n);
+    }
+    free(text);
+    return (int)n;
 }
 
 /* The generated text of a metadata or change-feed file; malloc'd; -errno on failure. */
@@ -203,6 +298,12 @@ static int op_getattr(const char *path, struct stat *st, struct fuse_file_info *
         if (!rc) file_stat(st, in.size, in.created_us);
         break;
     }
+    case N_CHANGES_FEED: {
+        uint64_t size = 0;
+        rc = feed_size(&size);
+        if (!rc) file_stat(st, size, self()->started_us);
+        break;
+    }
     case N_STUDY_META: case N_SERIES_META: case N_CHANGES_LATEST: case N_CHANGE: {
         char *text;
         size_t len;
@@ -262,6 +363,7 @@ static int op_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t
     }
     case N_CHANGES: {
         filler(buf, "latest.json", NULL, 0, 0);
+        filler(buf, "feed.jsonl", NULL, 0, 0);
         int64_t head = store_changefeed_head(self()->store);
         for (int64_t i = head > 10000 ? head - 10000 + 1 : 1; i <= head; i++) { /* the newest 10,000 */
             char name[32];
@@ -304,6 +406,7 @@ typedef struct open_file {
     int fd;
     char *text;
     size_t len;
+    bool feed;       /* changes/feed.jsonl */
     struct open_file *prev, *next;
 } open_file;
 
@@ -347,6 +450,13 @@ static int op_open(const char *path, struct fuse_file_info *fi)
         return 0;
     }
     if ((fi->flags & O_ACCMODE) != O_RDONLY) return -EACCES;
+    if (n.kind == N_CHANGES_FEED) {
+        open_file *f = new_open_file();
+        f->feed = true;
+        fi->fh = (uint64_t)(uintptr_t)f;
+        fi->direct_io = 1; /* it grows: every read asks us */
+        return 0;
+    }
     open_file *f = new_open_file();
     int rc = 0;
     if (n.kind == N_INSTANCE) {
@@ -370,6 +480,7 @@ static int op_read(const char *path, char *buf, size_t size, off_t off, struct f
 {
     open_file *f = (open_file *)(uintptr_t)fi->fh;
     if (!f) return inbox_read(self()->inbox, path, buf, size, off);
+    if (f->feed) return feed_read(buf, size, off);
     if (f->fd >= 0) {
         ssize_t n = pread(f->fd, buf, size, off);
         return n < 0 ? -errno : (int)n;
@@ -532,6 +643,7 @@ fs_mount *fs_mount_start(store_t *store, const char *mountpoint, const fs_option
     m->store = store;
     m->inbox = inbox_new(store);
     pthread_mutex_init(&m->files_lock, NULL);
+    pthread_mutex_init(&m->feed.lock, NULL);
     struct timespec now;
     clock_gettime(CLOCK_REALTIME, &now);
     m->started_us = (int64_t)now.tv_sec * 1000000 + now.tv_nsec / 1000;
@@ -569,6 +681,9 @@ void fs_mount_stop(fs_mount *m)
     pthread_join(m->thread, NULL);
     fuse_destroy(m->fuse);
     while (m->files) free_open_file(m, m->files); /* still open at a lazy unmount */
+    free(m->feed.seq);
+    free(m->feed.start);
+    pthread_mutex_destroy(&m->feed.lock);
     inbox_free(m->inbox);
     free(m->mountpoint);
     free(m);

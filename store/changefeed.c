@@ -119,3 +119,58 @@ int64_t store_changefeed_head(store_t *s)
     db_put(s, db);
     return head;
 }
+
+store_status store_changefeed_lines(store_t *s, int64_t after, int max, char **text, size_t *len, int64_t *last,
+                                    store_err *err)
+{
+    *text = NULL;
+    *len = 0;
+    *last = after;
+    db_t *db = db_get(s, err);
+    if (!db) return STORE_EIO;
+    sqlite3_stmt *st = NULL;
+    store_status rc = STORE_OK;
+    if (sqlite3_prepare_v2(db->h,
+                           "SELECT c.sequence, c.timestamp_us, c.action, p.name, c.study_uid, c.series_uid, c.sop_uid"
+                           " FROM changefeed c JOIN partition p ON p.key=c.partition WHERE c.sequence > ?1"
+                           " ORDER BY c.sequence LIMIT ?2",
+                           -1, &st, NULL) != SQLITE_OK) {
+        rc = store_seterr(err, STORE_EIO, "index: %s", sqlite3_errmsg(db->h));
+    } else {
+        sqlite3_bind_int64(st, 1, after);
+        sqlite3_bind_int(st, 2, max);
+        size_t cap = 4096, used = 0;
+        char *buf = malloc(cap);
+        if (!buf) abort();
+        while (sqlite3_step(st) == SQLITE_ROW) {
+            char ts[40];
+            store_format_time(sqlite3_column_int64(st, 1), ts);
+            json_t *e = json_pack("{s:I, s:s, s:s, s:s, s:s, s:s, s:s}", "sequence", (json_int_t)sqlite3_column_int64(st, 0),
+                                  "partitionName", (const char *)sqlite3_column_text(st, 3), "studyInstanceUid",
+                                  (const char *)sqlite3_column_text(st, 4), "seriesInstanceUid",
+                                  (const char *)sqlite3_column_text(st, 5), "sopInstanceUid",
+                                  (const char *)sqlite3_column_text(st, 6), "action",
+                                  (const char *)sqlite3_column_text(st, 2), "timestamp", ts);
+            char *line = json_dumps(e, JSON_COMPACT);
+            json_decref(e);
+            if (!line) abort();
+            size_t l = strlen(line);
+            if (used + l + 2 > cap) {
+                cap = (used + l + 2) * 2;
+                buf = realloc(buf, cap);
+                if (!buf) abort();
+            }
+            memcpy(buf + used, line, l);
+            used += l;
+            buf[used++] = '\n';
+            free(line);
+            *last = sqlite3_column_int64(st, 0);
+        }
+        buf[used] = 0;
+        *text = buf;
+        *len = used;
+    }
+    sqlite3_finalize(st);
+    db_put(s, db);
+    return rc;
+}

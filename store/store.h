@@ -236,6 +236,13 @@ store_status store_changefeed(store_t *store, const store_changefeed_query *quer
 /* The newest entry as a JSON object; STORE_ENOTFOUND when the feed is empty. */
 store_status store_changefeed_latest(store_t *store, int api_version, bool include_metadata,
                                      char **json, store_err *err);
+/* Change-feed entries with sequence > AFTER (at most MAX) as JSON lines of only their
+ * immutable fields (no state, no metadata), so that a log of them never changes once
+ * written: the mount's changes/feed.jsonl. *LAST gets the last sequence included (AFTER
+ * when none). */
+store_status store_changefeed_lines(store_t *store, int64_t after, int max, char **text, size_t *len, int64_t *last,
+                                    store_err *err);
+
 /* The highest sequence number so far (0 when none). */
 int64_t store_changefeed_head(store_t *store);
 

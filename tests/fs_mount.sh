@@ -92,10 +92,22 @@ check "changes/latest.json is the newest change" grep -q '"sequence"' "$M/change
 check "find over the mount sees every stored instance" \
     test "$(find "$M/studies" -name '*.dcm' | wc -l)" = "$("$DICOMFS" find "$A" --level instance limit=200 | grep -o '"00080018"' | wc -l)"
 
-# an instance stored by another process appears in the mount
+# the change feed as a growing file: one line per change, and tail -f follows it
+lines=$(wc -l <"$M/changes/feed.jsonl")
+last=$(tail -n 1 "$M/changes/feed.jsonl" | grep -o '"sequence":[0-9]*' | cut -d: -f2)
+check "feed.jsonl has one line per change, 1..$last" test "$lines" = "$last"
+check "its lines are the change feed's entries" bash -c "grep -q '\"sequence\":1,' '$M/changes/feed.jsonl' && grep -c '\"action\":\"delete\"' '$M/changes/feed.jsonl' | grep -qv '^0$'"
+timeout 20 tail -n 0 -f "$M/changes/feed.jsonl" >"$SCRATCH/tail.out" 2>/dev/null &
+TAIL=$!
+sleep 1
+
+# an instance stored by another process appears in the mount, and in the feed
 "$DICOMFS" ingest "$A" "$CORPUS/rtstruct.dcm" >/dev/null 2>&1
-sleep 1.2
+# caches last a second and tail polls every second: allow a few, slower under sanitizers
+for _ in $(seq 100); do grep -q '"sopInstanceUid":"1.2.826.0.1.3680043.8.498.2010020400001"' "$SCRATCH/tail.out" && break; sleep 0.1; done
 check "an instance stored by another process appears" test -d "$M/studies/1.2.826.0.1.3680043.8.498.2010020400001.1"
+check "tail -f of feed.jsonl shows the new change" grep -q '"sopInstanceUid":"1.2.826.0.1.3680043.8.498.2010020400001"' "$SCRATCH/tail.out"
+kill "$TAIL" 2>/dev/null; wait "$TAIL" 2>/dev/null
 
 # unmount while busy: lazily, and the process ends
 exec 9<"$M/changes/latest.json"
