@@ -9,6 +9,7 @@
  *   /studies/<study>/series/<series>/metadata.json
  *   /studies/<study>/series/<series>/instances/<sop>.dcm the stored bytes
  *   /changes/latest.json, /changes/<sequence>.json      = the change feed
+ *   /changes/feed.jsonl     one line per change, only ever grows (tail -f follows it)
  *
  * One mount serves one store from its own threads (libfuse's multi-threaded loop). */
 #ifndef DICOMFS_FS_H
