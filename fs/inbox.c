@@ -1,6 +1,6 @@
-/* inbox.c — dropped files (see inbox.h). A small table under one mutex; an upload is
- * written outside the lock only by its own file's writer, and the commit (which may
- * take milliseconds) runs outside the lock too. */
+/* inbox.c — dropped files (see inbox.h). A list of entries (for listing) with a hash
+ * index on the path (for lookups, so a copy of 100,000 files stays linear), under one
+ * mutex; the commit, which may take milliseconds, runs outside the lock. */
 #include "inbox.h"
 
 #include <errno.h>
@@ -21,14 +21,41 @@ typedef struct entry {
     bool done;          /* flushed: the verdict below is final */
     int verdict;        /* 0 or -errno */
     char *error;        /* why, when the verdict is an error */
-    struct entry *next;
+    struct entry *next; /* the list */
+    struct entry *hnext; /* the hash chain */
 } entry;
+
+#define BUCKETS 65536
 
 struct inbox {
     store_t *store;
     pthread_mutex_t lock;
     entry *head;
+    entry *bucket[BUCKETS];
 };
+
+static unsigned hash(const char *path)
+{
+    unsigned h = 2166136261u; /* FNV-1a */
+    for (const unsigned char *p = (const unsigned char *)path; *p; p++) h = (h ^ *p) * 16777619u;
+    return h % BUCKETS;
+}
+
+static void index_add(inbox *ib, entry *e)
+{
+    unsigned b = hash(e->path);
+    e->hnext = ib->bucket[b];
+    ib->bucket[b] = e;
+}
+
+static void index_del(inbox *ib, entry *e)
+{
+    for (entry **p = &ib->bucket[hash(e->path)]; *p; p = &(*p)->hnext)
+        if (*p == e) {
+            *p = e->hnext;
+            return;
+        }
+}
 
 inbox *inbox_new(store_t *store)
 {
@@ -60,7 +87,7 @@ void inbox_free(inbox *ib)
 
 static entry *find(inbox *ib, const char *path)
 {
-    for (entry *e = ib->head; e; e = e->next)
+    for (entry *e = ib->bucket[hash(path)]; e; e = e->hnext)
         if (strcmp(e->path, path) == 0) return e;
     return NULL;
 }
@@ -85,9 +112,12 @@ static bool parent_ok(inbox *ib, const char *path)
     const char *slash = strrchr(path, '/');
     size_t len = (size_t)(slash - path);
     if (len == 0 || (len == 6 && strncmp(path, "/inbox", 6) == 0)) return true;
-    for (entry *e = ib->head; e; e = e->next)
-        if (e->dir && strlen(e->path) == len && strncmp(e->path, path, len) == 0) return true;
-    return false;
+    char parent[4096];
+    if (len >= sizeof parent) return false;
+    memcpy(parent, path, len);
+    parent[len] = 0;
+    entry *e = find(ib, parent);
+    return e && e->dir;
 }
 
 static entry *add(inbox *ib, const char *path, bool dir, mode_t mode)
@@ -101,6 +131,7 @@ static entry *add(inbox *ib, const char *path, bool dir, mode_t mode)
     clock_gettime(CLOCK_REALTIME, &e->mtime);
     e->next = ib->head;
     ib->head = e;
+    index_add(ib, e);
     return e;
 }
 
@@ -252,6 +283,7 @@ int inbox_flush(inbox *ib, const char *path)
 
 static void unlink_entry(inbox *ib, entry *victim)
 {
+    index_del(ib, victim);
     for (entry **p = &ib->head; *p; p = &(*p)->next)
         if (*p == victim) {
             *p = victim->next;
@@ -319,16 +351,20 @@ int inbox_rename(inbox *ib, const char *from, const char *to)
             if (c != e && strncmp(c->path, from, flen) == 0 && c->path[flen] == '/') {
                 char *moved = NULL;
                 if (asprintf(&moved, "%s%s", to, c->path + flen) < 0) abort();
+                index_del(ib, c);
                 free(c->path);
                 c->path = moved;
+                index_add(ib, c);
             }
     }
     if (!rc) {
         if (target && target != e) unlink_entry(ib, target);
         char *copy = strdup(to);
         if (!copy) abort();
+        index_del(ib, e);
         free(e->path);
         e->path = copy;
+        index_add(ib, e);
     }
     pthread_mutex_unlock(&ib->lock);
     return rc;
