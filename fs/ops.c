@@ -61,7 +61,7 @@ static bool take_uid(char *dst, const char *seg, size_t len)
     if (len == 0 || len > STORE_UID_MAX) return false;
     memcpy(dst, seg, len);
     dst[len] = 0;
-    return strspn(dst, "0123456789.") == len;
+    return store_valid_uid(dst);
 }
 
 /* Classifies PATH; N_DROP for anything under /inbox and unknown names at the root. */

@@ -109,9 +109,6 @@ void db_idle(db_t *db); /* resets every statement: no read snapshot stays open *
 /* Path of an archive-relative name. */
 void store_path(const store_t *s, const char *rel, char out[PATH_MAX]);
 
-/* The reference's UID rule: ^[0-9.]*[0-9]$, at most 64 characters. */
-bool store_valid_uid(const char *uid);
-
 /* Microseconds since the epoch, UTC. */
 int64_t store_now_us(void);
 /* "2020-03-04T01:03:08.483412+00:00" */

@@ -32,6 +32,10 @@ typedef struct store_item store_item;
 #define STORE_UID_MAX 64 /* DICOM UIDs are at most 64 characters */
 #define STORE_DEFAULT_PARTITION "Microsoft.Default"
 
+/* The reference's UID rule: ^[0-9.]*[0-9]$, at most 64 characters. Faces check URL and
+ * path segments with it too, so every face refuses the same UIDs. */
+bool store_valid_uid(const char *uid);
+
 /* ---- Opening ---------------------------------------------------------------------- */
 
 enum { STORE_OPEN_CREATE = 1 }; /* create the archive directory and index if missing */

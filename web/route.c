@@ -7,17 +7,11 @@
 
 #define MAX_SEGMENTS 12
 
-static bool valid_uid(const char *v)
-{
-    size_t n = strlen(v);
-    return n > 0 && n <= STORE_UID_MAX && v[n - 1] != '.' && strspn(v, "0123456789.") == n;
-}
-
 /* Copies a UID segment; over-long or malformed ones only set bad_uid, so that the
  * handler answers 400 with the reference's wording rather than 404. */
 static void take_uid(route *r, char *dst, const char *seg)
 {
-    if (!valid_uid(seg)) r->bad_uid = true;
+    if (!store_valid_uid(seg)) r->bad_uid = true;
     snprintf(dst, STORE_UID_MAX + 1, "%s", seg);
 }
 
