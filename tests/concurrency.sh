@@ -34,11 +34,11 @@ for s, name in enumerate(("A", "B")):
                              PatientName=f"Conc^{name}{i // 20}", PatientID=f"{name}{i // 20:03d}",
                              StudyDate=f"2023{i % 12 + 1:02d}15", Modality="CT" if s == 0 else "MR",
                              InstanceNumber=i % 5 + 1)
-        # 32 KB of pixels: enough I/O that the readers overlap the writers
         ds.Rows, ds.Columns, ds.SamplesPerPixel, ds.PhotometricInterpretation = 128, 128, 1, "MONOCHROME2"
         ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
         ds.PixelData = bytes((i + k) % 256 for k in range(128 * 128 * 2))
-        tu.write_dicom(os.path.join(out, "set" + name, f"{i:03d}.dcm"), ds)
+        # set A in parts of 50: writer A ingests part by part (see below)
+        tu.write_dicom(os.path.join(out, "set" + name, f"part{i // 50}", f"{i:03d}.dcm"), ds)
 EOF
 ok "generated 2 x $PER_SET DICOM files"
 
@@ -58,6 +58,7 @@ reader_find() {
         fi
         n=$((n + 1))
         [ -e "$DONE" ] || during=$((during + 1))
+        echo $n >"$SCRATCH/reader_find.progress"
         if [ $rc -ne 0 ] || ! printf '%s' "$out" | "$PY" -c 'import json,sys; d=json.load(sys.stdin); assert isinstance(d, list)' 2>/dev/null; then
             bad=$((bad + 1))
             echo "find --level $lvl exit $rc: ${out:0:300}" >>"$SCRATCH/reader_find.errors"
@@ -77,6 +78,7 @@ reader_changes() {
         fi
         n=$((n + 1))
         [ -e "$DONE" ] || during=$((during + 1))
+        echo $n >"$SCRATCH/reader_changes.progress"
         cnt=$(printf '%s' "$out" | "$PY" -c '
 import json, sys
 d = json.load(sys.stdin)
@@ -105,7 +107,23 @@ reader_changes &
 rcg=$!
 
 # ---- Two writers at once, on an archive that does not exist yet ------------------------
-"$DICOMFS" ingest --json "$ARCHIVE" "$SCRATCH/setA" >"$SCRATCH/A.jsonl" 2>"$SCRATCH/A.err" &
+# Writer A ingests its set part by part and, between parts, waits until both readers have
+# finished another call: the readers are then certain to run while the archive is being
+# written, however fast or slow this machine is (no timing assumptions).
+progress() { cat "$SCRATCH/reader_$1.progress" 2>/dev/null || echo 0; }
+writer_a() {
+    local rc=0 part f0 c0 i
+    for part in "$SCRATCH"/setA/part*; do
+        f0=$(progress find); c0=$(progress changes)
+        "$DICOMFS" ingest --json "$ARCHIVE" "$part" >>"$SCRATCH/A.jsonl" 2>>"$SCRATCH/A.err" || rc=$?
+        for ((i = 0; i < 1200; i++)); do     # at most 60 s, normally a few ms
+            [ "$(progress find)" -gt "$f0" ] && [ "$(progress changes)" -gt "$c0" ] && break
+            sleep 0.05
+        done
+    done
+    return $rc
+}
+writer_a &
 pa=$!
 "$DICOMFS" ingest --json "$ARCHIVE" "$SCRATCH/setB" >"$SCRATCH/B.jsonl" 2>"$SCRATCH/B.err" &
 pb=$!
@@ -119,7 +137,7 @@ wait $rf $rcg
 
 if [ $rca -eq 0 ]; then ok "writer A exits 0"; else fail "writer A exits 0 (exit $rca): $(tail -n 3 "$SCRATCH/A.err")"; fi
 if [ $rcb -eq 0 ]; then ok "writer B exits 0"; else fail "writer B exits 0 (exit $rcb): $(tail -n 3 "$SCRATCH/B.err")"; fi
-echo "#    A: $(tail -n 1 "$SCRATCH/A.err")"
+echo "#    A: $(grep -h "^ingest:" "$SCRATCH/A.err" | tr "\n" " ")"
 echo "#    B: $(tail -n 1 "$SCRATCH/B.err")"
 for r in find changes; do
     read -r n bad during <"$SCRATCH/reader_$r.count" || { n=0; bad=0; during=0; }

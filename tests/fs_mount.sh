@@ -99,7 +99,9 @@ check "feed.jsonl has one line per change, 1..$last" test "$lines" = "$last"
 check "its lines are the change feed's entries" bash -c "grep -q '\"sequence\":1,' '$M/changes/feed.jsonl' && grep -c '\"action\":\"delete\"' '$M/changes/feed.jsonl' | grep -qv '^0$'"
 timeout 20 tail -n 0 -f "$M/changes/feed.jsonl" >"$SCRATCH/tail.out" 2>/dev/null &
 TAIL=$!
-sleep 1
+# wait until tail has the file open (it reads from the end it sees then)
+for _ in $(seq 100); do ls -l /proc/$TAIL/fd 2>/dev/null | grep -q feed.jsonl && break; sleep 0.1; done
+sleep 0.2
 
 # an instance stored by another process appears in the mount, and in the feed
 "$DICOMFS" ingest "$A" "$CORPUS/rtstruct.dcm" >/dev/null 2>&1
