@@ -232,6 +232,7 @@ store_t *store_open(const char *dir, int flags, store_err *err)
     pthread_mutex_init(&s->pool_lock, NULL);
     pthread_mutex_init(&s->write_lock, NULL);
     pthread_mutex_init(&s->q_lock, NULL);
+    pthread_mutex_init(&s->change_lock, NULL);
     pthread_cond_init(&s->q_cond, NULL);
     pthread_cond_init(&s->q_space, NULL);
     if (!s->dir) {
@@ -280,6 +281,7 @@ void store_close(store_t *s)
     pthread_mutex_destroy(&s->pool_lock);
     pthread_mutex_destroy(&s->write_lock);
     pthread_mutex_destroy(&s->q_lock);
+    pthread_mutex_destroy(&s->change_lock);
     pthread_cond_destroy(&s->q_cond);
     pthread_cond_destroy(&s->q_space);
     free(s->index_tags);
@@ -317,4 +319,19 @@ void pending_clear(store_t *s, const char *const *objects, size_t n)
         marker_of(objects[i], marker);
         unlinkat(s->dirfd, marker, 0);
     }
+}
+
+void store_on_change(store_t *s, store_change_fn fn, void *ctx)
+{
+    pthread_mutex_lock(&s->change_lock);
+    s->change_fn = fn;
+    s->change_ctx = ctx;
+    pthread_mutex_unlock(&s->change_lock);
+}
+
+void store_notify_change(store_t *s)
+{
+    pthread_mutex_lock(&s->change_lock);
+    if (s->change_fn) s->change_fn(s->change_ctx);
+    pthread_mutex_unlock(&s->change_lock);
 }

@@ -94,6 +94,7 @@ static void make_durable(store_t *s, db_t *db, store_item **v, size_t n)
             v[i]->final = true;
             v[i]->result.status = STORE_OK;
         }
+        store_notify_change(s);
     }
     if (marked) pending_clear(s, names, n);
     free(names);

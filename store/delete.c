@@ -210,6 +210,7 @@ store_status store_delete(store_t *s, const char *partition, const char *study, 
     } else {
         for (size_t i = 0; i < n; i++) unlinkat(s->dirfd, v[i].object, 0);
         if (deleted) *deleted = n;
+        store_notify_change(s);
     }
     if (marked) pending_clear(s, names, n);
     free(names);

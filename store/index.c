@@ -381,7 +381,8 @@ int index_insert(const store_t *s, db_t *db, store_item *item, store_err *err)
     st = db_stmt(db, ST_METADATA_ADD);
     if (!st) goto out;
     sqlite3_bind_int64(st, 1, wm);
-    sqlite3_bind_text(st, 2, item->metadata, -1, SQLITE_STATIC);
+    /* A blob, so that length() is known without reading it (store_metadata_size). */
+    sqlite3_bind_blob(st, 2, item->metadata, (int)strlen(item->metadata), SQLITE_STATIC);
     if ((rc = step_done(st)) != SQLITE_OK) goto out;
     if ((rc = index_write_level(db, wm, &item->ix[STORE_LEVEL_INSTANCE])) != SQLITE_OK) goto out;
 

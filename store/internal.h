@@ -100,7 +100,15 @@ struct store {
     atomic_long expected;    /* items announced by store_expect() and not yet queued */
     bool q_stop, q_running;
     pthread_t q_thread;
+
+    /* store_on_change(): told after each committed change. */
+    pthread_mutex_t change_lock;
+    store_change_fn change_fn;
+    void *change_ctx;
 };
+
+/* Tells the change listener, if any (after a COMMIT that changed something). */
+void store_notify_change(store_t *s);
 
 db_t *db_get(store_t *s, store_err *err);
 void db_put(store_t *s, db_t *db);

@@ -43,6 +43,7 @@ typedef struct {
     bool include_all;
     bool fuzzy;
     long limit, offset;
+    bool limit_given;
 } parsed_query;
 
 /* ---- Parsing ---------------------------------------------------------------------- */
@@ -293,7 +294,7 @@ static store_status parse_query(const store_query *q, parsed_query *pq, store_er
             st = parse_include(pq, v, err);
         } else if (strcasecmp(k, "limit") == 0) {
             if (seen_limit) return store_seterr(err, STORE_EINVAL, "limit is given more than once");
-            seen_limit = true;
+            seen_limit = pq->limit_given = true;
             if (!parse_long(v, &pq->limit) || pq->limit < 1 || pq->limit > LIMIT_MAX)
                 return store_seterr(err, STORE_EINVAL, "limit must be an integer from 1 to %d, not '%s'", LIMIT_MAX, v);
         } else if (strcasecmp(k, "offset") == 0) {
@@ -649,33 +650,53 @@ static int64_t scope_key(db_t *db, bool series, int64_t parent, const char *uid)
     return key;
 }
 
-store_status store_find(store_t *s, const store_query *q, store_find_result *res, store_err *err)
+/* Parses Q and finds the keys of its matches, newest first: up to the query's limit, or
+ * up to MAX (when non-zero) if the query gives none. *DB stays borrowed on success. */
+static store_status match_keys(store_t *s, const store_query *q, size_t max, db_t **dbp, parsed_query *pq,
+                               int64_t **keys, size_t *n, store_err *err)
 {
-    memset(res, 0, sizeof *res);
+    memset(pq, 0, sizeof *pq);
+    *keys = NULL;
+    *n = 0;
+    *dbp = NULL;
     if ((q->study_uid && !store_valid_uid(q->study_uid)) || (q->series_uid && !store_valid_uid(q->series_uid)))
         return store_seterr(err, STORE_EINVAL, "the study or series UID in the URL is not a valid UID");
     if (q->series_uid && !q->study_uid) return store_seterr(err, STORE_EINVAL, "a series scope needs a study");
-    parsed_query pq;
-    store_status st = parse_query(q, &pq, err);
-    if (st != STORE_OK) {
-        free_query(&pq);
-        return st;
-    }
+    store_status st = parse_query(q, pq, err);
+    if (st != STORE_OK) return st;
+    if (max && !pq->limit_given) pq->limit = (long)max;
     db_t *db = db_get(s, err);
-    if (!db) {
-        free_query(&pq);
-        return err ? err->status : STORE_EIO;
-    }
-    int64_t *keys = NULL;
-    size_t n = 0;
+    if (!db) return err ? err->status : STORE_EIO;
     int64_t part = partition_key(db, q->partition ? q->partition : STORE_DEFAULT_PARTITION, false);
     int64_t study = part && q->study_uid ? scope_key(db, false, part, q->study_uid) : 0;
     int64_t series = study && q->series_uid ? scope_key(db, true, study, q->series_uid) : 0;
     bool empty = !part || (q->study_uid && !study) || (q->series_uid && !series);
-    if (!empty) st = find_keys(db, q, &pq, part, study, series, &keys, &n, err);
+    if (!empty) st = find_keys(db, q, pq, part, study, series, keys, n, err);
+    if (st != STORE_OK) {
+        db_put(s, db);
+        free(*keys);
+        *keys = NULL;
+        *n = 0;
+        return st;
+    }
+    *dbp = db;
+    return STORE_OK;
+}
 
+store_status store_find(store_t *s, const store_query *q, store_find_result *res, store_err *err)
+{
+    memset(res, 0, sizeof *res);
+    parsed_query pq;
+    db_t *db;
+    int64_t *keys;
+    size_t n;
+    store_status st = match_keys(s, q, 0, &db, &pq, &keys, &n, err);
+    if (st != STORE_OK) {
+        free_query(&pq);
+        return st;
+    }
     json_t *array = json_array();
-    if (st == STORE_OK && n > 0) {
+    if (n > 0) {
         uint32_t tags[512];
         size_t n_tags = return_set(q, &pq, tags, 512);
         /* Insert in tag order, so the output is ordered without sorting nested keys. */
@@ -697,6 +718,48 @@ store_status store_find(store_t *s, const store_query *q, store_find_result *res
         if (!res->json) abort();
     }
     json_decref(array);
+    return st;
+}
+
+store_status store_find_refs(store_t *s, const store_query *q, size_t max, store_ref **out, size_t *n,
+                             store_err *err)
+{
+    *out = NULL;
+    *n = 0;
+    parsed_query pq;
+    db_t *db;
+    int64_t *keys;
+    size_t nk;
+    store_status st = match_keys(s, q, max ? max : 1, &db, &pq, &keys, &nk, err);
+    free_query(&pq);
+    if (st != STORE_OK) return st;
+    static const char *const sql[] = {
+        "SELECT uid, NULL, NULL FROM study WHERE key=?1",
+        "SELECT st.uid, se.uid, NULL FROM series se JOIN study st ON st.key=se.study WHERE se.key=?1",
+        "SELECT st.uid, se.uid, i.uid FROM instance i JOIN series se ON se.key=i.series"
+        " JOIN study st ON st.key=i.study WHERE i.watermark=?1",
+    };
+    sqlite3_stmt *u = NULL;
+    if (nk && sqlite3_prepare_v2(db->h, sql[q->level], -1, &u, NULL) != SQLITE_OK)
+        st = store_seterr(err, STORE_EIO, "index: %s", sqlite3_errmsg(db->h));
+    if (st == STORE_OK && nk) {
+        *out = calloc(nk, sizeof **out);
+        if (!*out) abort();
+        for (size_t i = 0; i < nk; i++) {
+            sqlite3_reset(u);
+            sqlite3_bind_int64(u, 1, keys[i]);
+            if (sqlite3_step(u) != SQLITE_ROW) continue;
+            store_ref *r = &(*out)[(*n)++];
+            snprintf(r->study_uid, sizeof r->study_uid, "%s", (const char *)sqlite3_column_text(u, 0));
+            if (sqlite3_column_type(u, 1) != SQLITE_NULL)
+                snprintf(r->series_uid, sizeof r->series_uid, "%s", (const char *)sqlite3_column_text(u, 1));
+            if (sqlite3_column_type(u, 2) != SQLITE_NULL)
+                snprintf(r->sop_instance_uid, sizeof r->sop_instance_uid, "%s", (const char *)sqlite3_column_text(u, 2));
+        }
+    }
+    sqlite3_finalize(u);
+    db_put(s, db);
+    free(keys);
     return st;
 }
 

@@ -132,6 +132,48 @@ store_status store_metadata(store_t *s, const char *partition, const char *study
     return STORE_OK;
 }
 
+store_status store_metadata_size(store_t *s, const char *partition, const char *study, const char *series,
+                                 uint64_t *size, char etag[64], store_err *err)
+{
+    *size = 0;
+    store_status rc = check_uids(study, series, NULL, err);
+    if (rc != STORE_OK) return rc;
+    db_t *db = db_get(s, err);
+    if (!db) return STORE_EIO;
+    int64_t part = partition_key(db, partition ? partition : STORE_DEFAULT_PARTITION, false);
+    /* Blobs' lengths come from the record header; rows written as text before are cast. */
+    sqlite3_stmt *st = NULL;
+    int prc = sqlite3_prepare_v2(
+        db->h,
+        "SELECT count(*), max(i.watermark),"
+        " sum(iif(typeof(m.json)='blob', length(m.json), length(CAST(m.json AS BLOB))))"
+        " FROM study st JOIN series se ON se.study=st.key JOIN instance i ON i.series=se.key"
+        " JOIN metadata m ON m.watermark=i.watermark"
+        " WHERE st.partition=?1 AND st.uid=?2 AND (?3 IS NULL OR se.uid=?3)",
+        -1, &st, NULL);
+    int64_t count = 0, max_wm = 0, bytes = 0;
+    if (prc == SQLITE_OK) {
+        sqlite3_bind_int64(st, 1, part);
+        sqlite3_bind_text(st, 2, study, -1, SQLITE_STATIC);
+        if (series) sqlite3_bind_text(st, 3, series, -1, SQLITE_STATIC);
+        if (sqlite3_step(st) == SQLITE_ROW) {
+            count = sqlite3_column_int64(st, 0);
+            max_wm = sqlite3_column_int64(st, 1);
+            bytes = sqlite3_column_int64(st, 2);
+        } else {
+            prc = SQLITE_ERROR;
+        }
+    }
+    if (prc != SQLITE_OK) rc = store_seterr(err, STORE_EIO, "index: %s", sqlite3_errmsg(db->h));
+    sqlite3_finalize(st);
+    db_put(s, db);
+    if (rc != STORE_OK) return rc;
+    if (count == 0) return store_seterr(err, STORE_ENOTFOUND, "the requested %s was not found", what(series, NULL));
+    *size = (uint64_t)(2 + bytes + count - 1); /* "[" a "," b ... "]" */
+    snprintf(etag, 64, "%lld-%lld", (long long)max_wm, (long long)count);
+    return STORE_OK;
+}
+
 store_status store_frame_ranges(store_t *s, const store_instance *inst, uint32_t frame, store_range **ranges,
                                 size_t *n, store_err *err)
 {

@@ -41,6 +41,7 @@ static const char schema[] =
     "  UNIQUE(series, uid));"
     "CREATE INDEX IF NOT EXISTS instance_recent ON instance(partition, watermark);"
     "CREATE INDEX IF NOT EXISTS instance_of_study ON instance(study, watermark);"
+    "CREATE INDEX IF NOT EXISTS instance_number ON instance(series, instance_number);"
     "CREATE TABLE IF NOT EXISTS metadata(watermark INTEGER PRIMARY KEY, json TEXT NOT NULL);"
     "CREATE TABLE IF NOT EXISTS ix_text(tag INTEGER NOT NULL, key INTEGER NOT NULL,"
     "  value TEXT NOT NULL, PRIMARY KEY(tag, key, value)) WITHOUT ROWID;"

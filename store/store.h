@@ -160,6 +160,62 @@ store_status store_find(store_t *store, const store_query *query, store_find_res
                         store_err *err);
 void store_find_result_clear(store_find_result *result);
 
+/* The UIDs of one match, for faces that list matches rather than describe them. */
+typedef struct {
+    char study_uid[STORE_UID_MAX + 1];
+    char series_uid[STORE_UID_MAX + 1];       /* series and instance levels */
+    char sop_instance_uid[STORE_UID_MAX + 1]; /* instance level */
+} store_ref;
+
+/* What store_find() would match, as UIDs (the mount's search folders): the same filters
+ * and 400 errors, newest first, but without the default limit of 100: all matches up to
+ * MAX, or up to the query's own limit when it gives one. includefield is accepted and
+ * has no effect. */
+store_status store_find_refs(store_t *store, const store_query *query, size_t max, store_ref **out, size_t *n,
+                             store_err *err);
+
+/* ---- Browse: the archive by patient ------------------------------------------------ */
+
+typedef enum {
+    STORE_BROWSE_PATIENTS,  /* one entry per (PatientID, PatientName) as recorded */
+    STORE_BROWSE_STUDIES,   /* the studies of one patient */
+    STORE_BROWSE_SERIES,    /* the series of a study */
+    STORE_BROWSE_INSTANCES  /* the instances of a series */
+} store_browse_level;
+
+typedef struct {
+    store_browse_level level;
+    const char *partition;    /* NULL: STORE_DEFAULT_PARTITION */
+    const char *patient_id;   /* patients: only this PatientID (NULL: all); studies: required */
+    const char *patient_name; /* studies: required, as store_browse_entry.text of the patient */
+    const char *study;        /* series and instances */
+    const char *series;       /* instances */
+    bool by_number;           /* instances: only those whose InstanceNumber is NUMBER */
+    int64_t number;
+} store_browse_query;
+
+/* An entry and the values that name it: UTF-8 as stored, "" when absent. Values come
+ * from each level's newest instance, as QIDO's do. */
+typedef struct {
+    char uid[STORE_UID_MAX + 1]; /* studies, series, instances */
+    char patient_id[260];        /* patients */
+    char text[260];              /* patients: PatientName (first non-empty component group);
+                                    studies: StudyDescription; series: SeriesDescription */
+    char date[20];               /* studies: StudyDate */
+    char modality[20];           /* series */
+    bool has_number;             /* series: SeriesNumber; instances: InstanceNumber */
+    int64_t number;
+    int64_t arrival;             /* entries come in this order: first arrival first */
+    int64_t updated_us;          /* when the newest instance of it was stored */
+    uint64_t size;               /* instances: bytes of the object file */
+    uint32_t count;              /* patients: studies; studies and series: instances */
+} store_browse_entry;
+
+/* The entries of one level, in arrival order, so a name derived from them stays stable
+ * as more arrive. A study or series that does not exist has no entries (STORE_OK, 0). */
+store_status store_browse(store_t *store, const store_browse_query *query, store_browse_entry **out, size_t *n,
+                          store_err *err);
+
 /* ---- Retrieve ---------------------------------------------------------------------- */
 
 typedef struct {
@@ -203,6 +259,11 @@ int store_open_object(store_t *store, const store_instance *inst);
 store_status store_metadata(store_t *store, const char *partition, const char *study,
                             const char *series, const char *sop, char **json, size_t *len,
                             char etag[64], store_err *err);
+
+/* The length in bytes of what store_metadata() returns for a study or series, and its
+ * ETag, without building it (the mount's metadata.json sizes). */
+store_status store_metadata_size(store_t *store, const char *partition, const char *study, const char *series,
+                                 uint64_t *size, char etag[64], store_err *err);
 
 /* Where frame FRAME (1-based) of an instance lies in its object file: one range for
  * native pixel data, one per fragment for encapsulated data. STORE_ENOTFOUND when the
@@ -249,6 +310,13 @@ store_status store_changefeed_lines(store_t *store, int64_t after, int max, char
 
 /* The highest sequence number so far (0 when none). */
 int64_t store_changefeed_head(store_t *store);
+
+/* Calls FN(CTX) after each change this process commits (stores and deletes), from the
+ * committing thread, once the change is durable; NULL removes it. One listener per
+ * store. FN must be quick and must not call the store: faces use it to wake a thread
+ * that reads the change feed (other processes' changes are seen by reading the head). */
+typedef void (*store_change_fn)(void *ctx);
+void store_on_change(store_t *store, store_change_fn fn, void *ctx);
 
 /* ---- Consistency ------------------------------------------------------------------- */
 
