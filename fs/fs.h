@@ -22,7 +22,8 @@
 typedef struct fs_mount fs_mount;
 
 typedef struct {
-    bool allow_other; /* let other users in (with default_permissions) */
+    bool allow_other;  /* let other users in (with default_permissions) */
+    bool allow_delete; /* rm and rm -r of archive content delete it from the archive */
 } fs_options;
 
 /* Mounts STORE at MOUNTPOINT and serves it from a thread; NULL with ERR on failure.

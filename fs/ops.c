@@ -1,10 +1,8 @@
-/* ops.c — the FUSE operations: paths of the archive tree answered from the store, and
- * drops handed to the inbox. libfuse's high-level, multi-threaded loop runs in a thread
- * of its own, so a process can serve HTTP and the mount at once. */
-#define FUSE_USE_VERSION 35
-
+/* ops.c — the FUSE operations: each path is classified, then answered from the store or
+ * handed to the module that owns that part of the tree (internal.h lists them).
+ * libfuse's high-level, multi-threaded loop runs in a thread of its own, so a process
+ * can serve HTTP and the mount at once. */
 #include <errno.h>
-#include <fuse.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -13,48 +11,34 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "fs.h"
-#include "inbox.h"
-
-/* changes/feed.jsonl: one immutable line per change, so the file only grows and tail -f
- * follows it. The mount keeps where each line starts (16 bytes per change) and asks the
- * store only for changes it has not seen; reads regenerate just the lines they cover. */
-typedef struct {
-    pthread_mutex_t lock;
-    int64_t last;      /* the last sequence indexed */
-    int64_t *seq;      /* sequence of line i */
-    uint64_t *start;   /* byte offset of line i */
-    size_t n, cap;
-    uint64_t size;
-} feed_index;
-
-struct fs_mount {
-    store_t *store;
-    inbox *inbox;
-    struct fuse *fuse;
-    pthread_t thread;
-    char *mountpoint;
-    volatile bool stopping;
-    int64_t started_us; /* the time of the fixed folders */
-    pthread_mutex_t files_lock;
-    struct open_file *files;
-    feed_index feed;
-};
+#include "internal.h"
 
 typedef enum {
     N_ROOT, N_INBOX, N_STUDIES, N_STUDY, N_STUDY_META, N_SERIES_DIR, N_SERIES, N_SERIES_META, N_INSTANCES,
-    N_INSTANCE, N_CHANGES, N_CHANGES_LATEST, N_CHANGES_FEED, N_CHANGE, N_DROP, N_NONE
+    N_INSTANCE, N_CHANGES, N_CHANGES_LATEST, N_CHANGES_FEED, N_CHANGE, N_PATIENTS, N_SEARCH, N_SEARCH_LEVEL,
+    N_SEARCH_QUERY, N_SEARCH_ERROR, N_SEARCH_LINK, N_DROP, N_NONE
 } node_kind;
 
-
+#define MAX_SEGMENTS 8
 
 typedef struct {
     node_kind kind;
     char study[STORE_UID_MAX + 1], series[STORE_UID_MAX + 1], sop[STORE_UID_MAX + 1];
     long long seq;
+    const char *seg[MAX_SEGMENTS]; /* the path's segments (not terminated: see len) */
+    size_t len[MAX_SEGMENTS], count;
 } node;
 
-static fs_mount *self(void) { return fuse_get_context()->private_data; }
+fs_mount *fs_self(void) { return fuse_get_context()->private_data; }
+#define self fs_self
+
+/* A copy of segment I of N, NUL-terminated; malloc'd. */
+static char *segment(const node *n, size_t i)
+{
+    char *s = strndup(n->seg[i], n->len[i]);
+    if (!s) abort();
+    return s;
+}
 
 static bool take_uid(char *dst, const char *seg, size_t len)
 {
@@ -70,15 +54,17 @@ static node classify(const char *path)
     node n;
     memset(&n, 0, sizeof n);
     n.kind = N_NONE;
-    const char *seg[8];
-    size_t len[8], count = 0;
-    for (const char *p = path; *p && count < 8;) {
+    const char **seg = n.seg;
+    size_t *len = n.len, count = 0;
+    for (const char *p = path; *p;) {
         while (*p == '/') p++;
         if (!*p) break;
+        if (count == MAX_SEGMENTS) return n; /* deeper than any node: N_NONE */
         seg[count] = p;
         len[count] = strcspn(p, "/");
         p += len[count++];
     }
+    n.count = count;
 #define IS(i, word) (len[i] == strlen(word) && strncmp(seg[i], word, len[i]) == 0)
     if (count == 0) n.kind = N_ROOT;
     else if (IS(0, "inbox")) n.kind = count == 1 ? N_INBOX : N_DROP;
@@ -115,6 +101,11 @@ static node classify(const char *path)
                 }
             }
         }
+    } else if (IS(0, "patients")) {
+        n.kind = N_PATIENTS; /* resolved by patients.c */
+    } else if (IS(0, "search")) {
+        n.kind = count == 1 ? N_SEARCH : count == 2 ? N_SEARCH_LEVEL : count == 3 ? N_SEARCH_QUERY
+               : count == 4 ? N_SEARCH_LINK : N_NONE;
     } else if (count == 1) {
         n.kind = N_DROP; /* a drop at the root */
     }
@@ -122,7 +113,7 @@ static node classify(const char *path)
     return n;
 }
 
-static void dir_stat(struct stat *st, int64_t us)
+void fs_dir_stat(struct stat *st, int64_t us)
 {
     memset(st, 0, sizeof *st);
     st->st_mode = S_IFDIR | 0555;
@@ -132,9 +123,9 @@ static void dir_stat(struct stat *st, int64_t us)
     st->st_ctim = st->st_atim = st->st_mtim;
 }
 
-static void file_stat(struct stat *st, uint64_t size, int64_t us)
+void fs_file_stat(struct stat *st, uint64_t size, int64_t us)
 {
-    dir_stat(st, us);
+    fs_dir_stat(st, us);
     st->st_mode = S_IFREG | 0444;
     st->st_nlink = 1;
     st->st_size = (off_t)size;
@@ -142,83 +133,12 @@ static void file_stat(struct stat *st, uint64_t size, int64_t us)
     st->st_blksize = 65536;
 }
 
-/* Indexes the changes stored since the last call; 0 or -EIO. Caller holds feed->lock. */
-static int feed_refresh(feed_index *f)
+void fs_link_stat(struct stat *st, size_t target_len, int64_t us)
 {
-    for (;;) {
-        char *text = NULL;
-        size_t len = 0;
-        int64_t last = f->last;
-        if (store_changefeed_lines(self()->store, f->last, 1000, &text, &len, &last, NULL) != STORE_OK) {
-            free(text);
-            return -EIO;
-        }
-        for (char *line = text; line < text + len;) {
-            char *nl = memchr(line, '\n', (size_t)(text + len - line));
-            if (!nl) break;
-            if (f->n == f->cap) {
-                f->cap = f->cap ? f->cap * 2 : 1024;
-                f->seq = realloc(f->seq, f->cap * sizeof *f->seq);
-                f->start = realloc(f->start, f->cap * sizeof *f->start);
-                if (!f->seq || !f->start) abort();
-            }
-            f->seq[f->n] = strtoll(line + strlen("{\"sequence\":"), NULL, 10);
-            f->start[f->n++] = f->size;
-            f->size += (uint64_t)(nl + 1 - line);
-            line = nl + 1;
-        }
-        free(text);
-        bool more = last != f->last && len > 0;
-        f->last = last;
-        if (!more) return 0;
-    }
-}
-
-static int feed_size(uint64_t *size)
-{
-    feed_index *f = &self()->feed;
-    pthread_mutex_lock(&f->lock);
-    int rc = feed_refresh(f);
-    *size = f->size;
-    pthread_mutex_unlock(&f->lock);
-    return rc;
-}
-
-static int feed_read(char *buf, size_t size, off_t off)
-{
-    feed_index *f = &self()->feed;
-    pthread_mutex_lock(&f->lock);
-    int rc = feed_refresh(f);
-    if (rc || (uint64_t)off >= f->size || f->n == 0) {
-        pthread_mutex_unlock(&f->lock);
-        return rc;
-    }
-    size_t lo = 0, hi = f->n - 1; /* the last line starting at or before off */
-    while (lo < hi) {
-        size_t mid = (lo + hi + 1) / 2;
-        if (f->start[mid] <= (uint64_t)off) lo = mid;
-        else hi = mid - 1;
-    }
-    size_t lines = 0;
-    while (lo + lines < f->n && f->start[lo + lines] < (uint64_t)off + size) lines++;
-    int64_t after = f->seq[lo] - 1;
-    uint64_t first = f->start[lo];
-    pthread_mutex_unlock(&f->lock);
-
-    char *text = NULL;
-    size_t len = 0;
-    int64_t last;
-    if (store_changefeed_lines(self()->store, after, (int)lines, &text, &len, &last, NULL) != STORE_OK) {
-        free(text);
-        return -EIO;
-    }
-    size_t skip = (size_t)((uint64_t)off - first), n = 0;
-    if (skip < len) {
-        n = len - skip < size ? len - skip : size;
-        memcpy(buf, text + skip, n);
-    }
-    free(text);
-    return (int)n;
+    fs_dir_stat(st, us);
+    st->st_mode = S_IFLNK | 0777;
+    st->st_nlink = 1;
+    st->st_size = (off_t)target_len;
 }
 
 /* The generated text of a metadata or change-feed file; malloc'd; -errno on failure. */
@@ -269,68 +189,179 @@ static int instance_of(const node *n, store_instance *out)
     return st == STORE_OK ? 0 : st == STORE_ENOTFOUND || st == STORE_EINVAL ? -ENOENT : -EIO;
 }
 
+/* A search folder, or "<bad query>.error" (N becomes N_SEARCH_ERROR, *WHY its text). */
+static int search_query(node *n, char **why)
+{
+    char *level = segment(n, 1), *query = segment(n, 2);
+    int rc = search_check(self(), level, query, NULL);
+    size_t len = strlen(query);
+    if (rc == -EINVAL && len > 6 && strcmp(query + len - 6, ".error") == 0) {
+        query[len - 6] = 0;
+        if (search_check(self(), level, query, why) == -EINVAL) {
+            n->kind = N_SEARCH_ERROR;
+            rc = 0;
+        }
+    }
+    free(level);
+    free(query);
+    return rc;
+}
+
+/* Resolves a /patients path (segments after "patients"). */
+static int patients_of(const node *n, patients_node *out)
+{
+    return patients_resolve(self()->store, n->seg + 1, n->len + 1, n->count - 1, out);
+}
+
+/* The newest change of a series (from its study's list of series); -ENOENT if none. */
+static int series_time(const node *n, int64_t *us)
+{
+    store_entry *e = NULL;
+    size_t cnt = 0;
+    if (store_children(self()->store, NULL, n->study, NULL, &e, &cnt, NULL) != STORE_OK) return -ENOENT;
+    int rc = -ENOENT;
+    for (size_t i = 0; i < cnt && rc; i++)
+        if (strcmp(e[i].uid, n->series) == 0) {
+            *us = e[i].updated_us;
+            rc = 0;
+        }
+    free(e);
+    return rc;
+}
+
 static int op_getattr(const char *path, struct stat *st, struct fuse_file_info *fi)
 {
     (void)fi;
     node n = classify(path);
-    store_entry *e = NULL;
-    size_t cnt = 0;
+    fs_mount *m = self();
     int rc = 0;
     switch (n.kind) {
-    case N_ROOT: case N_STUDIES: case N_CHANGES:
-        dir_stat(st, self()->started_us);
+    case N_ROOT: case N_STUDIES: case N_CHANGES: case N_SEARCH:
+        fs_dir_stat(st, m->started_us);
         break;
     case N_INBOX:
-        dir_stat(st, self()->started_us);
+        fs_dir_stat(st, m->started_us);
         st->st_mode = S_IFDIR | 0777;
         break;
-    case N_STUDY: case N_SERIES_DIR: case N_SERIES: case N_INSTANCES:
-        rc = store_children(self()->store, NULL, n.study, n.kind >= N_SERIES ? n.series : NULL, &e, &cnt, NULL) == STORE_OK ? 0 : -ENOENT;
-        if (!rc) {
-            int64_t newest = 0;
-            for (size_t i = 0; i < cnt; i++) newest = e[i].updated_us > newest ? e[i].updated_us : newest;
-            dir_stat(st, newest);
-        }
+    case N_STUDY: case N_SERIES_DIR: {
+        store_entry *e = NULL;
+        size_t cnt = 0;
+        rc = store_children(m->store, NULL, n.study, NULL, &e, &cnt, NULL) == STORE_OK ? 0 : -ENOENT;
+        int64_t newest = 0;
+        for (size_t i = 0; i < cnt; i++) newest = e[i].updated_us > newest ? e[i].updated_us : newest;
+        if (!rc) fs_dir_stat(st, newest);
+        free(e);
         break;
+    }
+    case N_SERIES: case N_INSTANCES: {
+        int64_t us = 0;
+        rc = series_time(&n, &us);
+        if (!rc) fs_dir_stat(st, us);
+        break;
+    }
     case N_INSTANCE: {
         store_instance in;
         rc = instance_of(&n, &in);
-        if (!rc) file_stat(st, in.size, in.created_us);
+        if (!rc) fs_file_stat(st, in.size, in.created_us);
         break;
     }
     case N_CHANGES_FEED: {
         uint64_t size = 0;
-        rc = feed_size(&size);
-        if (!rc) file_stat(st, size, self()->started_us);
+        rc = feed_size(m, &size);
+        if (!rc) fs_file_stat(st, size, m->started_us);
         break;
     }
-    case N_STUDY_META: case N_SERIES_META: case N_CHANGES_LATEST: case N_CHANGE: {
+    case N_STUDY_META: case N_SERIES_META: {
+        uint64_t size = 0;
+        char etag[64];
+        int64_t us = 0;
+        store_status ss = store_metadata_size(m->store, NULL, n.study, n.kind == N_SERIES_META ? n.series : NULL,
+                                              &size, etag, NULL);
+        rc = ss == STORE_OK ? 0 : ss == STORE_ENOTFOUND ? -ENOENT : -EIO;
+        if (!rc) rc = n.kind == N_SERIES_META ? series_time(&n, &us) : 0;
+        if (!rc) fs_file_stat(st, size, us ? us : m->started_us);
+        break;
+    }
+    case N_CHANGES_LATEST: case N_CHANGE: {
         char *text;
         size_t len;
         rc = generate(&n, &text, &len);
-        if (!rc) file_stat(st, len, self()->started_us);
+        if (!rc) fs_file_stat(st, len, m->started_us);
         free(text);
         break;
     }
+    case N_PATIENTS: {
+        patients_node p;
+        rc = patients_of(&n, &p);
+        if (!rc && p.depth == 0) fs_dir_stat(st, m->started_us);
+        else if (!rc) patients_stat(&p, st);
+        break;
+    }
+    case N_SEARCH_LEVEL: {
+        store_level lv;
+        char *level = segment(&n, 1);
+        rc = strcmp(level, "studies") && strcmp(level, "series") && strcmp(level, "instances") ? -ENOENT : 0;
+        (void)lv;
+        free(level);
+        if (!rc) fs_dir_stat(st, m->started_us);
+        break;
+    }
+    case N_SEARCH_QUERY: {
+        char *why = NULL;
+        rc = search_query(&n, &why);
+        if (!rc) fs_dir_stat(st, m->started_us);
+        if (n.kind == N_SEARCH_ERROR) fs_file_stat(st, strlen(why), m->started_us);
+        free(why);
+        break;
+    }
+    case N_SEARCH_LINK: {
+        char *level = segment(&n, 1), *query = segment(&n, 2), *name = segment(&n, 3), *target = NULL;
+        rc = search_link(m, level, query, name, &target);
+        if (!rc) fs_link_stat(st, strlen(target), m->started_us);
+        free(level);
+        free(query);
+        free(name);
+        free(target);
+        break;
+    }
     case N_DROP:
-        rc = inbox_stat(self()->inbox, path, st);
+        rc = inbox_stat(m->inbox, path, st);
         break;
     default:
         rc = -ENOENT;
     }
-    free(e);
+    if (rc == -ENOENT && (n.kind == N_STUDY || n.kind == N_SERIES_DIR || n.kind == N_SERIES || n.kind == N_INSTANCES ||
+                          n.kind == N_PATIENTS) && tombs_has(m->tombs, path))
+        fs_dir_stat(st, m->started_us); /* emptied by rm -r, still to be removed */
+    else if (rc)
+        return rc;
+    return 0;
+}
+
+static int op_readlink(const char *path, char *buf, size_t size)
+{
+    node n = classify(path);
+    if (n.kind != N_SEARCH_LINK) return -EINVAL;
+    char *level = segment(&n, 1), *query = segment(&n, 2), *name = segment(&n, 3), *target = NULL;
+    int rc = search_link(self(), level, query, name, &target);
+    if (!rc) snprintf(buf, size, "%s", target);
+    free(level);
+    free(query);
+    free(name);
+    free(target);
     return rc;
 }
 
 typedef struct {
     void *buf;
     fuse_fill_dir_t filler;
+    enum fuse_fill_dir_flags plus; /* FUSE_FILL_DIR_PLUS when the kernel takes attributes */
 } lister;
 
 static void fill_one(void *ctx, const char *name, const struct stat *st)
 {
     lister *l = ctx;
-    l->filler(l->buf, name, st, 0, 0);
+    l->filler(l->buf, name, st, 0, st ? l->plus : 0);
 }
 
 static int op_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t off, struct fuse_file_info *fi,
@@ -338,33 +369,30 @@ static int op_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t
 {
     (void)off;
     (void)fi;
-    (void)flags;
     node n = classify(path);
+    fs_mount *m = self();
     filler(buf, ".", NULL, 0, 0);
     filler(buf, "..", NULL, 0, 0);
-    lister l = {buf, filler};
-    store_entry *e = NULL;
-    size_t cnt = 0;
+    lister l = {buf, filler, (flags & FUSE_READDIR_PLUS) ? FUSE_FILL_DIR_PLUS : 0};
     switch (n.kind) {
     case N_ROOT:
-        filler(buf, "inbox", NULL, 0, 0);
-        filler(buf, "studies", NULL, 0, 0);
-        filler(buf, "changes", NULL, 0, 0);
-        inbox_list(self()->inbox, "/", fill_one, &l);
+        for (const char *const *d = (const char *const[]){"inbox", "studies", "patients", "search", "changes", NULL}; *d; d++)
+            filler(buf, *d, NULL, 0, 0);
+        inbox_list(m->inbox, "/", fill_one, &l);
         return 0;
     case N_INBOX:
-        inbox_list(self()->inbox, "/inbox", fill_one, &l);
+        inbox_list(m->inbox, "/inbox", fill_one, &l);
         return 0;
     case N_DROP: {
         struct stat st;
-        if (inbox_stat(self()->inbox, path, &st) != 0 || !S_ISDIR(st.st_mode)) return -ENOTDIR;
-        inbox_list(self()->inbox, path, fill_one, &l);
+        if (inbox_stat(m->inbox, path, &st) != 0 || !S_ISDIR(st.st_mode)) return -ENOTDIR;
+        inbox_list(m->inbox, path, fill_one, &l);
         return 0;
     }
     case N_CHANGES: {
         filler(buf, "latest.json", NULL, 0, 0);
         filler(buf, "feed.jsonl", NULL, 0, 0);
-        int64_t head = store_changefeed_head(self()->store);
+        int64_t head = store_changefeed_head(m->store);
         for (int64_t i = head > 10000 ? head - 10000 + 1 : 1; i <= head; i++) { /* the newest 10,000 */
             char name[32];
             snprintf(name, sizeof name, "%lld.json", (long long)i);
@@ -372,20 +400,23 @@ static int op_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t
         }
         return 0;
     }
-    case N_STUDIES: case N_SERIES_DIR: case N_INSTANCES:
-        if (store_children(self()->store, NULL, n.kind == N_STUDIES ? NULL : n.study, n.kind == N_INSTANCES ? n.series : NULL,
+    case N_STUDIES: case N_SERIES_DIR: case N_INSTANCES: {
+        store_entry *e = NULL;
+        size_t cnt = 0;
+        if (store_children(m->store, NULL, n.kind == N_STUDIES ? NULL : n.study, n.kind == N_INSTANCES ? n.series : NULL,
                            &e, &cnt, NULL) != STORE_OK)
-            return -ENOENT;
+            return tombs_has(m->tombs, path) ? 0 : -ENOENT;
         for (size_t i = 0; i < cnt; i++) {
             char name[STORE_UID_MAX + 8];
             snprintf(name, sizeof name, "%s%s", e[i].uid, n.kind == N_INSTANCES ? ".dcm" : "");
             struct stat st;
-            if (n.kind == N_INSTANCES) file_stat(&st, e[i].size, e[i].updated_us);
-            else dir_stat(&st, e[i].updated_us);
-            filler(buf, name, &st, 0, 0);
+            if (n.kind == N_INSTANCES) fs_file_stat(&st, e[i].size, e[i].updated_us);
+            else fs_dir_stat(&st, e[i].updated_us);
+            fill_one(&l, name, &st);
         }
         free(e);
         return 0;
+    }
     case N_STUDY:
         filler(buf, "metadata.json", NULL, 0, 0);
         filler(buf, "series", NULL, 0, 0);
@@ -394,6 +425,26 @@ static int op_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t
         filler(buf, "metadata.json", NULL, 0, 0);
         filler(buf, "instances", NULL, 0, 0);
         return 0;
+    case N_PATIENTS: {
+        patients_node p;
+        int rc = patients_of(&n, &p);
+        if (rc == -ENOENT && tombs_has(m->tombs, path)) return 0;
+        return rc ? rc : patients_list(m->store, &p, fill_one, &l);
+    }
+    case N_SEARCH:
+        filler(buf, "studies", NULL, 0, 0);
+        filler(buf, "series", NULL, 0, 0);
+        filler(buf, "instances", NULL, 0, 0);
+        return 0;
+    case N_SEARCH_LEVEL:
+        return 0; /* any query may be looked up; none is listed */
+    case N_SEARCH_QUERY: {
+        char *level = segment(&n, 1), *query = segment(&n, 2);
+        int rc = search_list(m, level, query, fill_one, &l);
+        free(level);
+        free(query);
+        return rc;
+    }
     default:
         return -ENOTDIR;
     }
@@ -457,13 +508,38 @@ static int op_open(const char *path, struct fuse_file_info *fi)
         fi->direct_io = 1; /* it grows: every read asks us */
         return 0;
     }
+    if (n.kind == N_SEARCH_QUERY) { /* "<bad query>.error" */
+        char *why = NULL;
+        int rc = search_query(&n, &why);
+        if (rc || n.kind != N_SEARCH_ERROR) {
+            free(why);
+            return rc ? rc : -EISDIR;
+        }
+        open_file *f = new_open_file();
+        f->text = why;
+        f->len = strlen(why);
+        fi->fh = (uint64_t)(uintptr_t)f;
+        fi->direct_io = 1;
+        return 0;
+    }
+    if (n.kind == N_PATIENTS) { /* an instance file of the patients view */
+        patients_node p;
+        int prc = patients_of(&n, &p);
+        if (prc) return prc;
+        if (p.depth != 4) return -EISDIR;
+        n.kind = N_INSTANCE;
+        memcpy(n.study, p.study, sizeof n.study);
+        memcpy(n.series, p.series, sizeof n.series);
+        memcpy(n.sop, p.sop, sizeof n.sop);
+    }
     open_file *f = new_open_file();
     int rc = 0;
     if (n.kind == N_INSTANCE) {
         store_instance in;
         rc = instance_of(&n, &in);
         if (!rc && (f->fd = store_open_object(self()->store, &in)) < 0) rc = -errno;
-        fi->keep_cache = 1; /* objects never change */
+        /* auto_cache keeps the page cache while size and mtime stay (an instance deleted
+         * and stored again has a new mtime); notify.c drops it on a change too. */
     } else {
         rc = generate(&n, &f->text, &f->len);
         fi->direct_io = 1; /* generated text may differ from the size getattr saw */
@@ -480,7 +556,7 @@ static int op_read(const char *path, char *buf, size_t size, off_t off, struct f
 {
     open_file *f = (open_file *)(uintptr_t)fi->fh;
     if (!f) return inbox_read(self()->inbox, path, buf, size, off);
-    if (f->feed) return feed_read(buf, size, off);
+    if (f->feed) return feed_read(self(), buf, size, off);
     if (f->fd >= 0) {
         ssize_t n = pread(f->fd, buf, size, off);
         return n < 0 ? -errno : (int)n;
@@ -539,14 +615,54 @@ static int op_mkdir(const char *path, mode_t mode)
 
 static int op_unlink(const char *path)
 {
-    int rc = drop_only(path);
-    return rc ? rc : inbox_unlink(self()->inbox, path);
+    node n = classify(path);
+    switch (n.kind) {
+    case N_DROP:
+        return inbox_unlink(self()->inbox, path);
+    case N_INSTANCE:
+        return delete_file(self(), path, n.study, n.series, n.sop);
+    case N_STUDY_META: case N_SERIES_META:
+        return delete_file(self(), path, n.study, NULL, NULL);
+    case N_PATIENTS: {
+        patients_node p;
+        int rc = patients_of(&n, &p);
+        if (rc) return rc;
+        return p.depth == 4 ? delete_file(self(), path, p.study, p.series, p.sop) : -EISDIR;
+    }
+    case N_NONE:
+        return -ENOENT;
+    default:
+        return -EROFS;
+    }
 }
 
 static int op_rmdir(const char *path)
 {
-    int rc = drop_only(path);
-    return rc ? rc : inbox_rmdir(self()->inbox, path);
+    node n = classify(path);
+    fs_mount *m = self();
+    store_entry *e = NULL;
+    size_t cnt = 0;
+    int64_t us;
+    switch (n.kind) {
+    case N_DROP:
+        return inbox_rmdir(m->inbox, path);
+    case N_STUDY: case N_SERIES_DIR:
+        store_children(m->store, NULL, n.study, NULL, &e, &cnt, NULL);
+        free(e);
+        return delete_folder(m, path, cnt > 0);
+    case N_SERIES: case N_INSTANCES:
+        return delete_folder(m, path, series_time(&n, &us) == 0);
+    case N_PATIENTS: {
+        patients_node p;
+        int rc = patients_of(&n, &p);
+        if (p.depth == 0 || p.depth == 4) return rc ? rc : p.depth == 0 ? -EACCES : -ENOTDIR;
+        return rc == -EIO ? rc : delete_folder(m, path, rc == 0);
+    }
+    case N_NONE:
+        return -ENOENT;
+    default:
+        return -EROFS;
+    }
 }
 
 static int op_rename(const char *from, const char *to, unsigned int flags)
@@ -599,6 +715,8 @@ static void *op_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
     cfg->attr_timeout = 1;
     cfg->negative_timeout = 0;
     cfg->use_ino = 0;
+    cfg->auto_cache = 1; /* instance files keep their page cache while size and mtime stay */
+    /* max_write is libfuse's default, 1 MiB (fuse-and-http-notes: no option needed). */
     return fuse_get_context()->private_data;
 }
 
@@ -606,6 +724,7 @@ static const struct fuse_operations ops = {
     .init = op_init,
     .getattr = op_getattr,
     .readdir = op_readdir,
+    .readlink = op_readlink,
     .open = op_open,
     .read = op_read,
     .release = op_release,
@@ -636,12 +755,26 @@ static void *serve(void *arg)
     return NULL;
 }
 
+static void release_parts(fs_mount *m)
+{
+    feed_free(&m->feed);
+    search_free(m->search);
+    tombs_free(m->tombs);
+    inbox_free(m->inbox);
+    pthread_mutex_destroy(&m->files_lock);
+    free(m->mountpoint);
+    free(m);
+}
+
 fs_mount *fs_mount_start(store_t *store, const char *mountpoint, const fs_options *o, store_err *err)
 {
     fs_mount *m = calloc(1, sizeof *m);
     if (!m) abort();
     m->store = store;
+    m->allow_delete = o && o->allow_delete;
     m->inbox = inbox_new(store);
+    m->search = search_new();
+    m->tombs = tombs_new();
     pthread_mutex_init(&m->files_lock, NULL);
     pthread_mutex_init(&m->feed.lock, NULL);
     struct timespec now;
@@ -655,20 +788,17 @@ fs_mount *fs_mount_start(store_t *store, const char *mountpoint, const fs_option
     if (!m->fuse || fuse_mount(m->fuse, mountpoint) != 0) {
         store_seterr(err, STORE_EIO, "cannot mount on %s (does it exist, is it empty, is /dev/fuse there?)", mountpoint);
         if (m->fuse) fuse_destroy(m->fuse);
-        inbox_free(m->inbox);
-        free(m->mountpoint);
-        free(m);
+        release_parts(m);
         return NULL;
     }
     if (pthread_create(&m->thread, NULL, serve, m) != 0) {
         store_seterr(err, STORE_EIO, "cannot start the mount's thread");
         fuse_unmount(m->fuse);
         fuse_destroy(m->fuse);
-        inbox_free(m->inbox);
-        free(m->mountpoint);
-        free(m);
+        release_parts(m);
         return NULL;
     }
+    m->notify = notify_start(m); /* NULL (no thread): caches then only expire, after 1 s */
     return m;
 }
 
@@ -676,15 +806,11 @@ void fs_mount_stop(fs_mount *m)
 {
     if (!m) return;
     m->stopping = true;
+    notify_stop(m->notify); /* it calls into m->fuse */
     fuse_exit(m->fuse);
     fuse_unmount(m->fuse); /* ends the session: the loop returns */
     pthread_join(m->thread, NULL);
     fuse_destroy(m->fuse);
     while (m->files) free_open_file(m, m->files); /* still open at a lazy unmount */
-    free(m->feed.seq);
-    free(m->feed.start);
-    pthread_mutex_destroy(&m->feed.lock);
-    inbox_free(m->inbox);
-    free(m->mountpoint);
-    free(m);
+    release_parts(m);
 }

@@ -1,26 +1,72 @@
 /* cmd_mount.c — `dicomfs mount`: the archive as a folder, until SIGINT/SIGTERM or an
  * unmount from outside. */
+#include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "fs.h"
 
 static const char usage_text[] =
-    "usage: dicomfs mount ARCHIVE MOUNTPOINT [--allow-other]\n\n"
-    "Mounts ARCHIVE (created when missing) at MOUNTPOINT, in the foreground:\n"
-    "  copy DICOM files or whole folders into MOUNTPOINT or MOUNTPOINT/inbox to store them\n"
-    "  (close() fails with a reason for files that are not valid instances; NAME.error says\n"
-    "  why), browse MOUNTPOINT/studies/<study>/series/<series>/instances/<sop>.dcm and\n"
-    "  metadata.json files, and MOUNTPOINT/changes/.\n"
+    "usage: dicomfs mount ARCHIVE MOUNTPOINT [--daemon] [--allow-delete] [--allow-other]\n\n"
+    "Mounts ARCHIVE (created when missing) at MOUNTPOINT:\n"
+    "  inbox/      copy DICOM files or whole folders here (or to the top) to store them;\n"
+    "              close() fails with a reason for files that are not valid instances\n"
+    "              and NAME.error says why\n"
+    "  studies/<study>/series/<series>/instances/<sop>.dcm, and metadata.json files\n"
+    "  patients/<Name> (<PatientID>)/<date> <description>/<modality> <number> <description>/<N>.dcm\n"
+    "  search/studies|series|instances/<QIDO query>/   links to what matches, e.g.\n"
+    "              ls 'MOUNTPOINT/search/studies/PatientName=DOE*&StudyDate=20200101-20201231'\n"
+    "  changes/    latest.json, <sequence>.json and feed.jsonl (tail -f follows it)\n"
     "Stops on SIGINT, SIGTERM or `fusermount3 -u MOUNTPOINT`.\n\n"
+    "  --daemon        return once mounted and keep serving in the background\n"
+    "  --allow-delete  rm and rm -r of instance files and folders delete them from the\n"
+    "                  archive (otherwise: Permission denied)\n"
     "  --allow-other   let other users use the mount (permissions still apply)\n";
+
+/* Forks; the parent waits until the child says the mount is ready (or failed) and
+ * exits with its verdict. Returns the write end of that pipe in the child. */
+static int daemonize(void)
+{
+    int p[2];
+    if (pipe(p) != 0) return -1;
+    pid_t pid = fork();
+    if (pid < 0) return -1;
+    if (pid > 0) {
+        close(p[1]);
+        char verdict = 1;
+        exit(read(p[0], &verdict, 1) == 1 && verdict == 0 ? 0 : 2);
+    }
+    close(p[0]);
+    setsid();
+    return p[1];
+}
+
+static void report_ready(int fd, char verdict)
+{
+    if (fd < 0) return;
+    if (verdict == 0) { /* detach from the terminal */
+        int null = open("/dev/null", O_RDWR);
+        if (null >= 0) {
+            dup2(null, 0);
+            dup2(null, 1);
+            dup2(null, 2);
+            if (null > 2) close(null);
+        }
+    }
+    if (write(fd, &verdict, 1) != 1) {}
+    close(fd);
+}
 
 int cmd_mount(int argc, char **argv)
 {
     fs_options fo = {0};
+    bool daemon = false;
     const char *pos[2] = {NULL, NULL};
     int npos = 0;
     for (int i = 1; i < argc; i++) {
@@ -29,6 +75,10 @@ int cmd_mount(int argc, char **argv)
             return 0;
         } else if (strcmp(argv[i], "--allow-other") == 0) {
             fo.allow_other = true;
+        } else if (strcmp(argv[i], "--allow-delete") == 0) {
+            fo.allow_delete = true;
+        } else if (strcmp(argv[i], "--daemon") == 0) {
+            daemon = true;
         } else if (argv[i][0] == '-' || npos == 2) {
             fputs(usage_text, stderr);
             return 2;
@@ -40,6 +90,13 @@ int cmd_mount(int argc, char **argv)
         fputs(usage_text, stderr);
         return 2;
     }
+    int ready = -1;
+    char mountpoint[PATH_MAX];
+    if (!realpath(pos[1], mountpoint)) snprintf(mountpoint, sizeof mountpoint, "%s", pos[1]);
+    if (daemon && (ready = daemonize()) < 0) {
+        perror("dicomfs mount: cannot start the daemon");
+        return 2;
+    }
     sigset_t stop;
     sigemptyset(&stop);
     sigaddset(&stop, SIGINT);
@@ -47,16 +104,21 @@ int cmd_mount(int argc, char **argv)
     sigaddset(&stop, SIGUSR1);
     pthread_sigmask(SIG_BLOCK, &stop, NULL);
     store_t *s = cli_open("mount", pos[0], true);
-    if (!s) return 2;
+    if (!s) {
+        report_ready(ready, 1);
+        return 2;
+    }
     store_err err = {0};
-    fs_mount *m = fs_mount_start(s, pos[1], &fo, &err);
+    fs_mount *m = fs_mount_start(s, mountpoint, &fo, &err);
     if (!m) {
         fprintf(stderr, "dicomfs mount: %s\n", err.msg);
         store_close(s);
+        report_ready(ready, 1);
         return 2;
     }
-    printf("dicomfs: %s mounted at %s\n", store_dir(s), pos[1]);
+    printf("dicomfs: %s mounted at %s%s\n", store_dir(s), mountpoint, fo.allow_delete ? " (deleting allowed)" : "");
     fflush(stdout);
+    report_ready(ready, 0);
     int sig = 0;
     sigwait(&stop, &sig);
     fs_mount_stop(m);

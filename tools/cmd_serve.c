@@ -11,24 +11,27 @@
 #include "web.h"
 
 static const char usage_text[] =
-    "usage: dicomfs serve ARCHIVE [--http HOST:PORT] [--cors ORIGIN] [--mount DIR]\n\n"
+    "usage: dicomfs serve ARCHIVE [--http HOST:PORT] [--cors ORIGIN] [--mount DIR [--allow-delete]]\n\n"
     "Serves ARCHIVE (created when missing) over DICOMweb as the Azure DICOM service does:\n"
     "STOW-RS, QIDO-RS, WADO-RS and DELETE under /v1/ and /v2/, and /health/check.\n\n"
     "  --http HOST:PORT  where to listen (default 127.0.0.1:8080; port 0 picks a free one)\n"
     "  --cors ORIGIN     Access-Control-Allow-Origin for browser viewers (default *)\n"
-    "  --mount DIR       also mount the archive at DIR (see dicomfs mount --help)\n\n"
+    "  --mount DIR       also mount the archive at DIR (see dicomfs mount --help)\n"
+    "  --allow-delete    the mount deletes what rm removes (see dicomfs mount --help)\n\n"
     "Prints 'dicomfs: serving ARCHIVE at http://HOST:PORT' once it listens; stops cleanly\n"
     "on SIGINT or SIGTERM, finishing the requests in progress.\n";
 
 int cmd_serve(int argc, char **argv)
 {
     static const struct option opts[] = {{"http", required_argument, NULL, 'H'}, {"cors", required_argument, NULL, 'c'},
-                                         {"mount", required_argument, NULL, 'm'}, {"help", no_argument, NULL, 'h'},
+                                         {"mount", required_argument, NULL, 'm'}, {"allow-delete", no_argument, NULL, 'd'},
+                                         {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
     const char *mountpoint = NULL;
     char host[64] = "127.0.0.1";
     long port = 8080;
     web_options wo = {0};
+    fs_options fo = {0};
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -46,6 +49,7 @@ int cmd_serve(int argc, char **argv)
         }
         case 'c': wo.cors_origin = optarg; break;
         case 'm': mountpoint = optarg; break;
+        case 'd': fo.allow_delete = true; break;
         case 'h': fputs(usage_text, stdout); return 0;
         default: fputs(usage_text, stderr); return 2;
         }
@@ -75,7 +79,7 @@ int cmd_serve(int argc, char **argv)
         return 2;
     }
     fs_mount *mnt = NULL;
-    if (mountpoint && !(mnt = fs_mount_start(s, mountpoint, NULL, &err))) {
+    if (mountpoint && !(mnt = fs_mount_start(s, mountpoint, &fo, &err))) {
         fprintf(stderr, "dicomfs serve: %s\n", err.msg);
         web_server_stop(srv);
         store_close(s);

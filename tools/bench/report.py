@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """report.py RESULTS.jsonl OUT.json — the benchmark's table and its JSON.
 
-Reads the records run.sh appended (kind = env, dataset, limit, ingest, query, web, error, disk),
+Reads the records run.sh appended (kind = env, dataset, limit, ingest, query, web, mount, error, disk),
 prints the table (metric, dicomfs, limit/peer, ratio, goal, result) and notes, and writes
 OUT.json: {"env", "rows", "notes", "records"}. Goals are checked here; a missed goal is a
 FAIL in the table, never a non-zero exit. MB = 10^6 bytes.
@@ -19,6 +19,10 @@ GOAL_WEB_STOW_LARGE = 4.0   # STOW-RS large set, 50/request: dicomfs/Orthanc MB/
 GOAL_WEB_QIDO = 0.2         # QIDO-RS p95: dicomfs/Orthanc
 GOAL_WEB_WADO = 0.9         # WADO-RS instance and study MB/s / page-cache read MB/s
 GOAL_WEB_META = 10.0        # study metadata: Orthanc median / dicomfs median
+GOAL_MOUNT_COPY = 0.5    # cp -r into the mount's inbox / cp -r + sync to a plain directory
+GOAL_MOUNT_READ = 0.8    # find | xargs cat through the mount / the same over ARCHIVE/objects
+GOAL_MOUNT_FLAT = GOAL_FLAT  # ls -l of a series: with many studies / with few
+MOUNT_FLAT_SLACK_MS = 5.0    # ...or an increase below this
 NOISY = 1.5              # slowest/fastest run above this: the machine was busy, say so
 
 
@@ -228,6 +232,147 @@ def web_rows(w, row, notes, judge, ratio):
         notes.append("web ERROR: " + e)
 
 
+def mount_rows(m, row, notes, judge, ratio):
+    """The `mount` step (mountbench.py): copy-in, reads and listing through the FUSE mount,
+    against the same work on plain files of the same disk. Ratios are mount/plain for rates,
+    many/few studies for the listing growth."""
+    med = lambda xs: sorted(xs)[(len(xs) - 1) // 2] if xs else None  # the lower median
+    spread = lambda xs: max(xs) / min(xs) if len(xs) > 1 and min(xs) > 0 else 1.0
+
+    # Copy-in.
+    for setname, goal_what in (("small", "inst"), ("large", "mb")):
+        runs = {side: [x for x in m.get("copy", []) if x["set"] == setname and x["side"] == side]
+                for side in ("mount", "plain")}
+        if not runs["mount"] and not runs["plain"]:
+            continue
+        ok, wrong = {}, False
+        for side, xs in runs.items():
+            bad = [x for x in xs if x.get("cp_exit") or (side == "mount" and x.get("stored") != x["files"]) or
+                   (side == "plain" and x.get("copied_files") != x["files"])]
+            for x in bad:
+                notes.append("mount copy-in %s, %s, round %s: cp exit %s, %s of %s files %s%s%s" % (
+                    setname, side, x["rep"], x.get("cp_exit"), x.get("stored", x.get("copied_files")), x["files"],
+                    "stored" if side == "mount" else "copied",
+                    ", %s .error files" % x["error_files"] if x.get("error_files") else "",
+                    "; cp: " + " / ".join(x["cp_errors"])[:300] if x.get("cp_errors") else ""))
+            good = [x for x in xs if x not in bad]
+            ok[side] = median_rec(good) if good else None
+            wrong = wrong or bool(bad)
+            if len(xs) > 1:
+                t = [x["seconds"] for x in xs]
+                notes.append("mount copy-in %s, %s: %d rounds, %s s; the median round is shown%s" % (
+                    setname, side, len(xs), ", ".join("%.2f" % v for v in t),
+                    " (NOISY: slowest/fastest %.1fx)" % spread(t) if spread(t) > NOISY else ""))
+        noisy = any(spread([x["seconds"] for x in xs]) > NOISY for xs in runs.values())
+
+        def rate(x, what):
+            if not x or x["seconds"] <= 0:
+                return None
+            return (x["files"] if what == "inst" else x["bytes"] / 1e6) / x["seconds"]
+
+        a_, p_ = ok.get("mount"), ok.get("plain")
+        for what, unit, punit in (("inst", "inst/s", "files/s cp -r + sync"), ("mb", "MB/s", "MB/s cp -r + sync")):
+            a, b = rate(a_, what), rate(p_, what)
+            goal, st = "", "info"
+            if what == goal_what:
+                goal, st = ">= %g" % GOAL_MOUNT_COPY, judge(ratio(a, b), GOAL_MOUNT_COPY)
+                if noisy and st in ("PASS", "FAIL"):
+                    st += " (noisy)"
+            if wrong:
+                st = "WRONG"  # a round lost files (see the notes); the others' median is shown
+            row("mount copy-in %s set (cp -r to inbox/), %s" % (setname, unit), a, unit, b, punit, ratio(a, b),
+                goal, st)
+        if a_ and p_:
+            notes.append("mount copy-in %s: %.2f ms/file through the mount (%s files); plain cp -r + sync "
+                         "%.2f ms/file, of which sync %.0f%%" % (
+                             setname, 1e3 * a_["seconds"] / a_["files"], a_["files"],
+                             1e3 * p_["seconds"] / p_["files"],
+                             100 * p_.get("sync_seconds", 0) / p_["seconds"] if p_["seconds"] else 0))
+
+    # Reads.
+    for r in m.get("read", []):
+        setname = r["set"]
+        what, unit = ("inst", "inst/s") if setname == "small" else ("mb", "MB/s")
+        wrong = (r.get("mount_files"), r.get("mount_bytes")) != (r.get("direct_files"), r.get("direct_bytes"))
+        amount = r["direct_files"] if what == "inst" else r["direct_bytes"] / 1e6
+        for temp in ("warm", "cold"):
+            t = r.get(temp)
+            if not t:
+                continue
+            tm, td = med(t["mount"]), med(t["direct"])
+            a = amount / tm if tm else None
+            b = amount / td if td else None
+            st = "WRONG" if wrong else judge(ratio(a, b), GOAL_MOUNT_READ)
+            if st in ("PASS", "FAIL") and max(spread(t["mount"]), spread(t["direct"])) > NOISY:
+                st += " (noisy)"
+            row("mount read %s set (find | xargs cat), %s, %s" % (setname, temp, unit), a, unit, b,
+                "%s objects/ direct" % unit, ratio(a, b), ">= %g" % GOAL_MOUNT_READ, st,
+                "%d files, %s MB; median of %d passes: %.3f s mount, %.3f s direct" % (
+                    r["direct_files"], fmt(r["direct_bytes"] / 1e6), len(t["mount"]), tm, td))
+        f = r.get("find_only")
+        if f and r.get("warm"):
+            notes.append("mount read %s, warm: the pipeline %.3f s through the mount, %.3f s direct; find alone "
+                         "(no reads) %.3f s, %.3f s; %.0f us/file through the mount" % (
+                             setname, med(r["warm"]["mount"]), med(r["warm"]["direct"]), med(f["mount"]),
+                             med(f["direct"]), 1e6 * med(r["warm"]["mount"]) / max(1, r["direct_files"])))
+        if wrong:
+            notes.append("mount read %s: the mount shows %s files (%s bytes), objects/ holds %s (%s bytes)" % (
+                setname, r.get("mount_files"), r.get("mount_bytes"), r.get("direct_files"), r.get("direct_bytes")))
+    if m.get("read"):
+        notes.append("mount reads: warm = one untimed pass, then %s timed passes, mount and direct alternating; "
+                     "%s" % (m.get("read_passes"),
+                             "cold = sync + drop_caches (3) before each of %s passes per side; the mount "
+                             "process's own SQLite cache stays warm" % m.get("cold_passes")
+                             if m.get("drop_caches") else "cold: not measured (cannot write drop_caches)"))
+
+    # Listing.
+    ls = sorted(m.get("listing", []), key=lambda x: x["studies"])
+    for x in ls:
+        l = x.get("ls_l")
+        if not l:
+            continue
+        row("mount ls -l series (%d inst) @%d studies, median" % (l["entries"], x["studies"]),
+            med(l["expired_ms"]), "ms", l["cold_ms"], "ms first run (cold)")
+        notes.append("mount ls -l series @%d studies: %d runs 1.2 s apart (the mount's 1 s caches expired) "
+                     "%s ms, %.0f us/entry; %d back to back %s ms; first run after mounting %s ms" % (
+                         x["studies"], len(l["expired_ms"]), "/".join(fmt(v) for v in l["expired_ms"]),
+                         1e3 * med(l["expired_ms"]) / l["entries"], len(l["warm_ms"]),
+                         "/".join(fmt(v) for v in l["warm_ms"]), fmt(l["cold_ms"])))
+    if len(ls) >= 2 and ls[0].get("ls_l") and ls[-1].get("ls_l"):
+        x0, x1 = ls[0], ls[-1]
+        for key, what in (("expired_ms", ""), ("warm_ms", ", back to back")):
+            a, b = med(x1["ls_l"][key]), med(x0["ls_l"][key])
+            rt = ratio(a, b)
+            if key == "expired_ms":
+                st = "PASS" if rt is not None and (rt <= GOAL_MOUNT_FLAT or a - b < MOUNT_FLAT_SLACK_MS) else \
+                    "n/a" if rt is None else "FAIL"
+                goal = "<= %gx or < +%g ms (flat)" % (GOAL_MOUNT_FLAT, MOUNT_FLAT_SLACK_MS)
+            else:
+                st, goal = "info", ""
+            row("mount ls -l series: growth %d -> %d studies%s" % (x0["studies"], x1["studies"], what),
+                a, "ms", b, "ms @%d studies" % x0["studies"], rt, goal, st)
+    for x in ls:
+        s = x.get("ls_studies")
+        if s:
+            row("mount ls studies/ @%d studies, median" % x["studies"], med(s["runs_ms"]), "ms", s["first_ms"],
+                "ms first run", note="%.2f us/entry" % (1e3 * med(s["runs_ms"]) / max(1, s["entries"])))
+    for x in ls:
+        b = x.get("build", {})
+        notes.append("mount listing archive @%d studies: %d-instance series + %d one-instance studies "
+                     "(~1 KB synthetic), %s%s" % (
+                         x["studies"], m.get("series", 0), x["studies"],
+                         "reused (built %s)" % b.get("built") if x.get("reused") else
+                         "built: generated %.1f s, ingested %.1f s" % (b.get("generate_seconds", 0),
+                                                                      b.get("ingest_seconds", 0)),
+                         "; caches dropped before the first run" if x.get("cold_dropped") else ""))
+    for p in m.get("problems", []):
+        notes.append("mount: " + p)
+    for e in m.get("errors", []):
+        notes.append("mount ERROR: " + e)
+    if m.get("seconds"):
+        notes.append("mount step: %.0f s" % m["seconds"])
+
+
 def main():
     recs = load(sys.argv[1])
     out_path = sys.argv[2]
@@ -309,20 +454,21 @@ def main():
         st = judge(r, goal)
         return st + " (noisy)" if st in ("PASS", "FAIL") and any(k in noisy for k in keys) else st
 
-    a, b = ing_rate("small", "files"), lim_rate("small", "copy", "files")
-    row("ingest small set (64x64), instances/s", a, "inst/s", b, "files/s copy+fsync/file",
-        ratio(a, b), ">= %g" % GOAL_SMALL_FILES,
-        judged(ratio(a, b), GOAL_SMALL_FILES, ("ingest", "small"), ("limit", "small", "copy")))
-    a, b = ing_rate("small", "mb"), lim_rate("small", "copy", "mb")
-    row("ingest small set, MB/s", a, "MB/s", b, "MB/s copy+fsync/file", ratio(a, b))
-    a, b = ing_rate("large", "mb"), lim_rate("large", "seq", "mb")
-    row("ingest large set (512x512), MB/s", a, "MB/s", b, "MB/s seq write+fdatasync",
-        ratio(a, b), ">= %g" % GOAL_LARGE_MBS,
-        judged(ratio(a, b), GOAL_LARGE_MBS, ("ingest", "large"), ("limit", "large", "seq")))
-    a, b = ing_rate("large", "files"), lim_rate("large", "copy", "files")
-    row("ingest large set, instances/s", a, "inst/s", b, "files/s copy+fsync/file", ratio(a, b))
-    a, b = ing_rate("large", "mb"), lim_rate("large", "copy", "mb")
-    row("ingest large set, MB/s vs copy", a, "MB/s", b, "MB/s copy+fsync/file", ratio(a, b))
+    if any(k in ing for k in ("small", "large")) or lim:  # not in a run of other steps alone
+        a, b = ing_rate("small", "files"), lim_rate("small", "copy", "files")
+        row("ingest small set (64x64), instances/s", a, "inst/s", b, "files/s copy+fsync/file",
+            ratio(a, b), ">= %g" % GOAL_SMALL_FILES,
+            judged(ratio(a, b), GOAL_SMALL_FILES, ("ingest", "small"), ("limit", "small", "copy")))
+        a, b = ing_rate("small", "mb"), lim_rate("small", "copy", "mb")
+        row("ingest small set, MB/s", a, "MB/s", b, "MB/s copy+fsync/file", ratio(a, b))
+        a, b = ing_rate("large", "mb"), lim_rate("large", "seq", "mb")
+        row("ingest large set (512x512), MB/s", a, "MB/s", b, "MB/s seq write+fdatasync",
+            ratio(a, b), ">= %g" % GOAL_LARGE_MBS,
+            judged(ratio(a, b), GOAL_LARGE_MBS, ("ingest", "large"), ("limit", "large", "seq")))
+        a, b = ing_rate("large", "files"), lim_rate("large", "copy", "files")
+        row("ingest large set, instances/s", a, "inst/s", b, "files/s copy+fsync/file", ratio(a, b))
+        a, b = ing_rate("large", "mb"), lim_rate("large", "copy", "mb")
+        row("ingest large set, MB/s vs copy", a, "MB/s", b, "MB/s copy+fsync/file", ratio(a, b))
 
     def synth_sizes():
         return sorted(int(k.split("-")[1]) for k in ing if k.startswith("synth-"))
@@ -403,12 +549,16 @@ def main():
                 status = "FAIL"
             row("find %s: growth %d -> %d inst" % (q["name"], n0, n1), a, "ms", b,
                 "ms at %d" % n0, rt, "<= %gx or < +%g ms (flat)" % (GOAL_FLAT, slack), status)
-    else:
+    elif q_by:
         notes.append("latency growth needs two scales (BENCH_SCALES); have %d" % len(scales))
 
     for r in recs:
         if r["kind"] == "web":
             web_rows(r["result"], row, notes, judge, ratio)
+
+    for r in recs:
+        if r["kind"] == "mount":
+            mount_rows(r["result"], row, notes, judge, ratio)
 
     for r in recs:
         if r["kind"] == "error":

@@ -32,11 +32,30 @@
 #   scales     gen_synth.py: N synthetic ~1 KB instances per BENCH_SCALES entry, ingested
 #              once and kept (keyed by N, the generator and the index schema); the same
 #              queries at each N and the growth from the smallest to the largest N.
+#   mount      mountbench.py: the FUSE mount (`dicomfs mount`) against the same work on plain
+#              files of the same disk. Copy-in: `cp -r` of each set into a fresh archive's
+#              mounted inbox/ (each close returns once the instance is stored and synced)
+#              vs `cp -r` + `sync` into a fresh plain directory: inst/s, MB/s; BENCH_REPS
+#              rounds, the median shown. Reads: `find | xargs cat` of every instance through
+#              studies/ vs the same over ARCHIVE/objects, warm (median of 5 passes) and cold
+#              (kernel caches dropped before each pass, when /proc/sys/vm/drop_caches can be
+#              written). Listing: `ls -l` of a 10,000-instance series (ms: first run cold,
+#              then the median of 5 runs 1.2 s apart, when the mount's 1 s caches have
+#              expired, and of 5 back to back) and `ls studies/`, in two archives: that
+#              series plus 100 and plus 100,000 one-instance studies (synthetic ~1 KB
+#              instances, built once with `dicomfs ingest` and kept: ~1 min the first
+#              time), and the growth between them. Skipped without /dev/fuse. ~4 min.
 #   report     report.py: the table and the JSON.
+#
+# Usage: run.sh [BUILD_DIR] [STEP...] — STEPs (default: all, or BENCH_STEPS) pick steps in
+# the order above; setup and dataset always run; e.g. `tools/bench/run.sh build mount report`
+# (BUILD_DIR may be left out when the first argument is a step: `run.sh mount report`).
 #
 # Environment:
 #   BENCH_WORK=DIR          work dir (default BUILD_DIR/bench-work)
-#   BENCH_QUICK=1           smoke run: 25 studies, scales "2000 20000", 10 query runs
+#   BENCH_QUICK=1           smoke run: 25 studies, scales "2000 20000", 10 query runs; mount:
+#                           a 2,000-instance series with 100 and 10,000 studies, fewer passes
+#   BENCH_STEPS="STEP ..."  the steps to run when none are given as arguments
 #   BENCH_SCALES="N ..."    synthetic archive sizes (default "100000 1000000"; "" for none)
 #   BENCH_QUERY_RUNS=N      runs per query (default 30)
 #   BENCH_REPS=N            runs of each limit and of each dataset ingest (default 3; the
@@ -48,6 +67,10 @@
 #   BENCH_WEB_PEER=0        web step against dicomfs only (no Orthanc)
 #   BENCH_WEB_RUNS=N        timed QIDO passes and metadata runs (default 100; QUICK 30)
 #   BENCH_WEB_WADO_RUNS=N   timed WADO passes (default 3; QUICK 2)
+#   BENCH_MOUNT=0           skip the mount step
+#   BENCH_MOUNT_SERIES=N    instances in the mount step's listed series (default 10000; QUICK 2000)
+#   BENCH_MOUNT_STUDIES="FEW MANY"  one-instance studies beside it (default "100 100000";
+#                           QUICK "100 10000")
 #   BENCH_REBUILD=1         rebuild kept synthetic archives even if they look current
 #   BENCH_KEEP_SYNTH_FILES=1 keep the synthetic source files after ingest (default: delete;
 #                           they regenerate in seconds)
@@ -56,12 +79,20 @@
 # synth-1000000 ~8.3 GB (4 GB index, 4 GB objects at a 4 KB block each). While 1M is built,
 # also ~4 GB of source files and, as of this writing, a WAL that peaked at ~15 GB: have ~30 GB
 # free. Delete BENCH_WORK/synth-* to reclaim; they are rebuilt on the next run (1M: ~8 min).
+# The mount step's listing archives, BENCH_WORK/mount/ls-*: ~0.9 GB at the default sizes
+# (rebuilt in ~1 min); while it runs, also the two copy-in archives and a plain copy (~0.6 GB).
 set -uo pipefail
 
-BUILD=${1:-build}
+ALL_STEPS="limits ingest queries web scales mount report"
+is_step() { case " $ALL_STEPS " in *" $1 "*) return 0 ;; esac; return 1; }
+BUILD=build
+if [ $# -gt 0 ] && ! { is_step "$1" && [ ! -d "$1" ]; }; then BUILD=$1; shift; fi
+STEPS=${*:-${BENCH_STEPS:-$ALL_STEPS}}
+for step_name in $STEPS; do is_step "$step_name" || { echo "bench: unknown step $step_name (steps: $ALL_STEPS)" >&2; exit 2; }; done
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
-BUILD=$(cd "$BUILD" 2>/dev/null && pwd) || { echo "bench: no build dir $1" >&2; exit 2; }
+BUILD_ARG=$BUILD
+BUILD=$(cd "$BUILD" 2>/dev/null && pwd) || { echo "bench: no build dir $BUILD_ARG" >&2; exit 2; }
 PY=/usr/bin/python3
 WORK=${BENCH_WORK:-$BUILD/bench-work}
 BIN=$WORK/bin/dicomfs # a copy of BUILD/dicomfs, made by step_setup
@@ -368,9 +399,52 @@ step_web() {
     [ "$rc" = 0 ] || fail web "web.py exited $rc (see above and $LOGS/web-*.log)"
 }
 
+# mount_cleanup — unmounts whatever the mount step left mounted (mountbench.py unmounts
+# its own mounts; this is for a run that was killed).
+mount_cleanup() {
+    local mp
+    for mp in "$WORK"/mount/mp; do
+        if mountpoint -q "$mp" 2>/dev/null; then
+            log "mount: unmounting a leftover mount at $mp"
+            fusermount3 -u "$mp" 2>/dev/null || fusermount3 -uz "$mp"
+        fi
+    done
+}
+
+step_mount() {
+    if [ "${BENCH_MOUNT:-1}" = 0 ]; then
+        log "mount: skipped (BENCH_MOUNT=0)"
+        return 0
+    fi
+    if [ ! -c /dev/fuse ] || ! command -v fusermount3 >/dev/null; then
+        log "mount: skipped (no /dev/fuse or no fusermount3)"
+        return 0
+    fi
+    local series studies passes cold lsruns out=$WORK/mount-result.json rc
+    if [ "$QUICK" = 1 ]; then
+        series=${BENCH_MOUNT_SERIES:-2000} studies=${BENCH_MOUNT_STUDIES:-100 10000} passes=3 cold=1 lsruns=3
+    else
+        series=${BENCH_MOUNT_SERIES:-10000} studies=${BENCH_MOUNT_STUDIES:-100 100000} passes=5 cold=3 lsruns=5
+    fi
+    mount_cleanup
+    trap mount_cleanup EXIT
+    log "mount: copy-in, reads, listing (series $series, studies $studies)"
+    "$PY" "$HERE/mountbench.py" --bin "$BIN" --dataset "$DS" --work "$WORK/mount" --logs "$LOGS" \
+        --schema "$SCHEMA" --reps "$REPS" --read-passes "$passes" --cold-passes "$cold" --ls-runs "$lsruns" \
+        --series "$series" --studies "$studies" $([ "${BENCH_REBUILD:-0}" = 1 ] && echo --rebuild) >"$out"
+    rc=$?
+    mount_cleanup
+    trap - EXIT
+    if [ -s "$out" ]; then
+        "$PY" -c 'import json, sys; print(json.dumps({"kind": "mount", "result": json.load(open(sys.argv[1]))}))' \
+            "$out" >>"$RESULTS" || fail mount "mountbench.py printed no JSON"
+    fi
+    [ "$rc" = 0 ] || fail mount "mountbench.py exited $rc (see above and $LOGS/mount-*.log)"
+}
+
 step_report() {
     local d
-    for d in "$WORK"/dataset-* "$WORK"/archive-small "$WORK"/synth-*/archive; do
+    for d in "$WORK"/dataset-* "$WORK"/archive-small "$WORK"/synth-*/archive "$WORK"/mount/ls-*/archive; do
         [ -e "$d" ] && record kind=disk path="$d" bytes="$(du -s -B1 "$d" | cut -f1)"
     done
     "$PY" "$HERE/report.py" "$RESULTS" "$OUT_JSON" || CRASHED=1
@@ -378,12 +452,9 @@ step_report() {
 
 step_setup
 step_dataset
-step_limits
-step_ingest
-step_queries
-step_web
-step_scales
-step_report
+for step_name in $ALL_STEPS; do # in this order, whatever the order asked
+    case " $STEPS " in *" $step_name "*) "step_$step_name" ;; esac
+done
 if [ ${#LATER_RM[@]} -gt 0 ]; then
     log "removing synthetic source files: ${LATER_RM[*]}"
     rm -rf "${LATER_RM[@]}"
