@@ -68,6 +68,19 @@ cp "$CORPUS/waveform_ecg.dcm" "$SCRATCH/src/ecg.dcm"
 check "mv from another file system succeeds" mv "$SCRATCH/src/ecg.dcm" "$M/inbox/"
 check "rtplan, JPEG-lossy and ecg are stored" test "$("$DICOMFS" find "$A" --level instance SOPInstanceUID=1.2.777.777.77.7.7777.7777.20030903150023,1.3.6.1.4.1.5962.1.1.8.1.5.20040826185059.5457,1.3.6.1.4.1.20029.40.20130125105919.5407.1.1 | grep -o '"00080018"' | wc -l)" = 3
 
+# gio copy (the engine of GNOME Files): create, 1 MiB writes, close, then chmod/utimens
+if command -v gio >/dev/null; then
+    cp "$CORPUS/rtstruct.dcm" "$SCRATCH/src/gio.dcm"
+    check "gio copy into the mount succeeds" gio copy "$SCRATCH/src/gio.dcm" "$M/inbox/"
+    check "gio's copy is stored" test -n "$("$DICOMFS" find "$A" --level instance SOPInstanceUID=1.2.826.0.1.3680043.8.498.2010020400001 | grep 00080018)"
+    "$DICOMFS" delete "$A" 1.2.826.0.1.3680043.8.498.2010020400001.1 >/dev/null # the feed test below stores it again
+    out=$(gio copy "$CORPUS/README.txt" "$M/inbox/gio-readme.txt" 2>&1); rc=$?
+    check "gio copy of a non-DICOM file fails with the reason's errno" test $rc -ne 0 -a -n "$(grep -i 'bad message' <<<"$out")"
+    check "and NAME.error explains it" grep -q "not a DICOM file" "$M/inbox/gio-readme.txt.error"
+else
+    fail "gio is missing (libglib2.0-bin; tools/install-deps.sh --test installs it)"
+fi
+
 # a truncated copy stores nothing
 head -c 20000 "$CORPUS/CT_small.dcm" >"$SCRATCH/src/cut.dcm"
 "$DICOMFS" delete "$A" $ST >/dev/null

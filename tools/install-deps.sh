@@ -6,7 +6,7 @@ set -euo pipefail
 build=(build-essential cmake pkg-config
        libdcmtk-dev dcmtk libsqlite3-dev libfuse3-dev fuse3
        libcurl4-openssl-dev libjansson-dev libmicrohttpd-dev libjwt-dev)
-test=(python3-pydicom sqlite3 rsync curl file)
+test=(python3-pydicom sqlite3 rsync curl file libglib2.0-bin)
 
 want=("${build[@]}")
 if [ "${1:-}" = "--test" ]; then
