@@ -256,7 +256,9 @@ int inbox_flush(inbox *ib, const char *path)
     int verdict = 0;
     char *error = NULL;
     if (up) {
-        store_item *item = store_upload_finish(up, NULL);
+        /* Copying the same CD twice succeeds: identical instances count as stored. */
+        store_ingest_opts opts = {.identical_ok = true};
+        store_item *item = store_upload_finish(up, &opts);
         store_commit(ib->store, &item, 1);
         const store_ingest_result *r = store_item_result(item);
         if (r->status != STORE_OK && !r->dicomdir) {

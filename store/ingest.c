@@ -203,6 +203,57 @@ static void prepare(store_t *s, store_item *item, const store_ingest_opts *o)
     dcm_parsed_free(&p);
 }
 
+/* True when the files A and B hold the same bytes. */
+static bool same_bytes(int a, int b)
+{
+    char x[65536], y[65536];
+    for (;;) {
+        ssize_t n = read(a, x, sizeof x);
+        if (n < 0) return false;
+        ssize_t got = 0;
+        while (got < n) { /* B in the same amounts */
+            ssize_t m = read(b, y + got, (size_t)(n - got));
+            if (m <= 0) return false;
+            got += m;
+        }
+        if (n == 0) return read(b, y, 1) == 0;
+        if (memcmp(x, y, (size_t)n) != 0) return false;
+    }
+}
+
+/* identical_ok: an instance stored before with these very bytes is settled now as
+ * already stored; one stored with other bytes fails now, as the commit would. */
+static void settle_identical(store_t *s, store_item *item)
+{
+    store_ingest_result *r = &item->result;
+    store_instance *in = NULL;
+    size_t n = 0;
+    if (store_instances(s, item->partition, r->study_uid, r->series_uid, r->sop_instance_uid, &in, &n, NULL) != STORE_OK) {
+        free(in);
+        return; /* not stored yet: commit it */
+    }
+    bool same = false;
+    if (in[0].size == item->size) {
+        int a = open(item->tmp, O_RDONLY | O_CLOEXEC), b = store_open_object(s, &in[0]);
+        same = a >= 0 && b >= 0 && same_bytes(a, b);
+        if (a >= 0) close(a);
+        if (b >= 0) close(b);
+    }
+    if (same) {
+        unlink(item->tmp);
+        item->tmp[0] = 0;
+        item->final = true;
+        r->status = STORE_OK;
+        r->already_stored = true;
+        r->watermark = in[0].watermark;
+    } else {
+        item_reject(item, STORE_EEXIST, STORE_FAIL_EXISTS,
+                    "the instance %s of series %s in study %s is already stored with other content; delete it first",
+                    r->sop_instance_uid, r->series_uid, r->study_uid);
+    }
+    free(in);
+}
+
 store_item *store_upload_finish(store_upload *up, const store_ingest_opts *o)
 {
     store_item *item = calloc(1, sizeof *item);
@@ -220,6 +271,7 @@ store_item *store_upload_finish(store_upload *up, const store_ingest_opts *o)
         item_reject(item, STORE_EIO, STORE_FAIL_PROCESSING, "the upload could not be written to the archive's disk");
     else
         prepare(s, item, o);
+    if (!item->final && o && o->identical_ok) settle_identical(s, item);
     return item;
 }
 

@@ -56,6 +56,8 @@ typedef struct {
     int api_version;                /* 1 or 2 (0 means 2): which validation rules apply */
     const char *expected_study_uid; /* non-NULL: the instance must belong to this study */
     const char *partition;          /* NULL: STORE_DEFAULT_PARTITION */
+    bool identical_ok;              /* the same instance already stored with the same bytes
+                                       is a success (already_stored), not failure 45070 */
 } store_ingest_opts;
 
 /* Reference failure and warning codes (FailureReason / WarningReason). */
@@ -74,6 +76,7 @@ typedef struct {
     int warning_reason;   /* 0 or STORE_WARN_* (45063 wins over 1 when both apply) */
     bool dicomdir;        /* rejected because it is a DICOMDIR (faces skip it quietly) */
     bool multiple_values; /* an indexed attribute had several values; the first was used */
+    bool already_stored;  /* identical_ok: these exact bytes were stored before; nothing changed */
     char message[512];    /* why it failed, or a summary of the warnings */
     char sop_class_uid[STORE_UID_MAX + 1]; /* filled whenever the file was parsable */
     char sop_instance_uid[STORE_UID_MAX + 1];

@@ -48,9 +48,14 @@ check "cp of a non-DICOM file fails" test $rc -ne 0
 check "cp reports the failure at close" grep -q "failed to close" <<<"$out"
 check "NAME.error says why" grep -q "not a DICOM file" "$M/inbox/README.txt.error"
 
-# a duplicate
-out=$(cp "$CORPUS/CT_small.dcm" "$M/inbox/again.dcm" 2>&1); rc=$?
-check "a duplicate fails with File exists" test $rc -ne 0 -a -n "$(grep -i 'file exists' <<<"$out")"
+# the same file again is a success (nothing changes); other bytes under the same UIDs fail
+head=$("$DICOMFS" changes "$A" --offset 0 --limit 100 --no-metadata | grep -o '"sequence":[0-9]*' | tail -1)
+check "copying an identical instance again succeeds" cp "$CORPUS/CT_small.dcm" "$M/inbox/again.dcm"
+check "and adds no change" test "$("$DICOMFS" changes "$A" --offset 0 --limit 100 --no-metadata | grep -o '"sequence":[0-9]*' | tail -1)" = "$head"
+cp "$CORPUS/CT_small.dcm" "$SCRATCH/src/other.dcm" && dcmodify -q -nb -m "(0010,0010)=Other^Bytes" "$SCRATCH/src/other.dcm"
+out=$(cp "$SCRATCH/src/other.dcm" "$M/inbox/other.dcm" 2>&1); rc=$?
+check "the same UIDs with other bytes fail with File exists" test $rc -ne 0 -a -n "$(grep -i 'file exists' <<<"$out")"
+check "and other.dcm.error says it is stored with other content" grep -q "other content" "$M/inbox/other.dcm.error"
 
 # cp -r of a CD-like folder: images stored, DICOMDIR skipped, README files fail alone
 cp -r "$CORPUS/dicomdirtests" "$M/inbox/" 2>"$SCRATCH/cpr.err"

@@ -73,6 +73,24 @@ static void duplicate_gives_45070_and_changes_nothing(store_t *s)
     CHECK(test_find_count(s, STORE_LEVEL_INSTANCE, NULL, NULL) == studies, "instance count unchanged");
 }
 
+static void identical_ok_accepts_the_same_bytes_only(store_t *s)
+{
+    int64_t head = store_changefeed_head(s);
+    store_ingest_opts o = {.identical_ok = true};
+    store_ingest_result r = test_ingest(s, CORPUS "/CT_small.dcm", &o);
+    CHECK(r.status == STORE_OK && r.already_stored && r.watermark > 0,
+          "identical_ok: the same bytes again are already stored: status %d (%s)", r.status, r.message);
+    store_ingest_result_clear(&r);
+    CHECK(store_changefeed_head(s) == head, "identical_ok: no change-feed row for it");
+    const char *other = test_make("CT_small.dcm", "ct_other.dcm", "-m \"(0010,0010)=Other^Bytes\"");
+    r = test_ingest(s, other, &o);
+    CHECK(r.status == STORE_EEXIST && r.failure_reason == 45070 && !r.already_stored,
+          "identical_ok: other bytes under the same UIDs still fail with 45070: %d", r.failure_reason);
+    CHECK(strstr(r.message, "other content") != NULL, "and say so: %s", r.message);
+    store_ingest_result_clear(&r);
+    CHECK(store_changefeed_head(s) == head, "identical_ok: nothing changed");
+}
+
 static void expect_failure(store_t *s, const char *path, int reason, const char *rule, const store_ingest_opts *o)
 {
     int64_t head = store_changefeed_head(s);
@@ -225,6 +243,7 @@ int main(void)
     if (!s) return 1;
     valid_instance_is_stored_with_metadata(s);
     duplicate_gives_45070_and_changes_nothing(s);
+    identical_ok_accepts_the_same_bytes_only(s);
     bad_input_is_rejected_with_reason(s);
     empty_patient_id_v2_ok_v1_fails(s);
     expected_study_matches_ignoring_case_and_trailing_spaces(s);
