@@ -1,6 +1,9 @@
 /* inbox.c — dropped files (see inbox.h). A list of entries (for listing) with a hash
  * index on the path (for lookups, so a copy of 100,000 files stays linear), under one
- * mutex; the commit, which may take milliseconds, runs outside the lock. */
+ * mutex; the commit, which may take milliseconds, runs outside the lock.
+ *
+ * Stored files are forgotten KEEP seconds after they were stored (they are in studies/
+ * and patients/ by then), and emptied folders with them; failures stay until removed. */
 #include "inbox.h"
 
 #include <errno.h>
@@ -10,6 +13,7 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <unistd.h>
 
 typedef struct entry {
     char *path;
@@ -21,6 +25,9 @@ typedef struct entry {
     bool done;          /* flushed: the verdict below is final */
     int verdict;        /* 0 or -errno */
     char *error;        /* why, when the verdict is an error */
+    store_ref *ref;     /* what it was stored as (reads of the name read that) */
+    time_t settled;     /* when the verdict came (CLOCK_MONOTONIC seconds) */
+    unsigned children;  /* scratch for the sweep */
     struct entry *next; /* the list */
     struct entry *hnext; /* the hash chain */
 } entry;
@@ -29,6 +36,8 @@ typedef struct entry {
 
 struct inbox {
     store_t *store;
+    unsigned keep;      /* seconds a stored file stays listed */
+    time_t swept;       /* last sweep (CLOCK_MONOTONIC seconds) */
     pthread_mutex_t lock;
     entry *head;
     entry *bucket[BUCKETS];
@@ -57,11 +66,12 @@ static void index_del(inbox *ib, entry *e)
         }
 }
 
-inbox *inbox_new(store_t *store)
+inbox *inbox_new(store_t *store, unsigned keep_seconds)
 {
     inbox *ib = calloc(1, sizeof *ib);
     if (!ib) abort();
     ib->store = store;
+    ib->keep = keep_seconds;
     pthread_mutex_init(&ib->lock, NULL);
     return ib;
 }
@@ -69,6 +79,7 @@ inbox *inbox_new(store_t *store)
 static void entry_free(entry *e)
 {
     store_upload_abort(e->up);
+    free(e->ref);
     free(e->path);
     free(e->error);
     free(e);
@@ -83,6 +94,52 @@ void inbox_free(inbox *ib)
     }
     pthread_mutex_destroy(&ib->lock);
     free(ib);
+}
+
+static time_t now_s(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec;
+}
+
+static entry *find(inbox *ib, const char *path);
+static void unlink_entry(inbox *ib, entry *victim);
+
+/* Forgets stored files older than KEEP, then folders left empty and older than KEEP
+ * (deepest first, one level per pass). At most every KEEP/4 seconds; caller holds the
+ * lock. */
+static void sweep(inbox *ib)
+{
+    time_t now = now_s();
+    if (now - ib->swept < (time_t)(ib->keep / 4 + 1)) return;
+    ib->swept = now;
+    struct timespec wall;
+    clock_gettime(CLOCK_REALTIME, &wall);
+    for (entry *e = ib->head, *next; e; e = next) {
+        next = e->next;
+        if (!e->dir && e->done && e->verdict == 0 && !e->error && now - e->settled >= (time_t)ib->keep)
+            unlink_entry(ib, e);
+    }
+    for (bool removed = true; removed;) {
+        removed = false;
+        for (entry *e = ib->head; e; e = e->next) e->children = 0;
+        for (entry *e = ib->head; e; e = e->next) {
+            char *slash = strrchr(e->path, '/');
+            if (slash == e->path) continue;
+            *slash = 0;
+            entry *parent = find(ib, e->path);
+            *slash = '/';
+            if (parent) parent->children++;
+        }
+        for (entry *e = ib->head, *next; e; e = next) {
+            next = e->next;
+            if (e->dir && e->children == 0 && wall.tv_sec - e->mtime.tv_sec >= (time_t)ib->keep) {
+                unlink_entry(ib, e);
+                removed = true;
+            }
+        }
+    }
 }
 
 static entry *find(inbox *ib, const char *path)
@@ -139,6 +196,7 @@ int inbox_create(inbox *ib, const char *path, mode_t mode)
 {
     if (strlen(base_name(path)) > 255) return -ENAMETOOLONG;
     pthread_mutex_lock(&ib->lock);
+    sweep(ib);
     int rc = 0;
     entry *e = find(ib, path);
     if (!parent_ok(ib, path)) {
@@ -151,6 +209,8 @@ int inbox_create(inbox *ib, const char *path, mode_t mode)
         store_upload_abort(e->up);
         free(e->error);
         e->error = NULL;
+        free(e->ref);
+        e->ref = NULL;
         e->up = NULL;
         e->done = false;
         e->verdict = 0;
@@ -218,13 +278,27 @@ int inbox_read(inbox *ib, const char *path, char *buf, size_t len, off_t off)
     pthread_mutex_lock(&ib->lock);
     entry *e = find(ib, path);
     int rc = !e ? -ENOENT : e->dir ? -EISDIR : 0;
+    store_ref ref;
+    memset(&ref, 0, sizeof ref);
     if (!rc && e->up) {
         long n = store_upload_pread(e->up, buf, len, (uint64_t)off);
         rc = n < 0 ? -EIO : (int)n;
+    } else if (!rc && e->ref) {
+        ref = *e->ref;
     }
-    /* A stored file's bytes now live in the archive: reading it back gives nothing
-     * here; its stored copy is under /studies. */
     pthread_mutex_unlock(&ib->lock);
+    if (!ref.study_uid[0]) return rc;
+    /* Stored: the name reads as the stored instance (a copier that verifies sees its
+     * bytes), or as nothing once it was deleted from the archive. */
+    store_instance *in = NULL;
+    size_t n = 0;
+    if (store_instances(ib->store, NULL, ref.study_uid, ref.series_uid, ref.sop_instance_uid, &in, &n, NULL) == STORE_OK) {
+        int fd = store_open_object(ib->store, &in[0]);
+        ssize_t got = fd >= 0 ? pread(fd, buf, len, off) : -1;
+        rc = got < 0 ? -EIO : (int)got;
+        if (fd >= 0) close(fd);
+    }
+    free(in);
     return rc;
 }
 
@@ -255,6 +329,7 @@ int inbox_flush(inbox *ib, const char *path)
 
     int verdict = 0;
     char *error = NULL;
+    store_ref *ref = NULL;
     if (up) {
         /* Copying the same CD twice succeeds: identical instances count as stored. */
         store_ingest_opts opts = {.identical_ok = true};
@@ -267,6 +342,12 @@ int inbox_flush(inbox *ib, const char *path)
                          r->message, r->failed_attributes ? r->failed_attributes : "",
                          r->failed_attributes ? "\n" : "") < 0)
                 error = NULL;
+        } else if (r->status == STORE_OK) {
+            ref = calloc(1, sizeof *ref);
+            if (!ref) abort();
+            memcpy(ref->study_uid, r->study_uid, sizeof ref->study_uid);
+            memcpy(ref->series_uid, r->series_uid, sizeof ref->series_uid);
+            memcpy(ref->sop_instance_uid, r->sop_instance_uid, sizeof ref->sop_instance_uid);
         }
         store_item_free(item);
     }
@@ -277,9 +358,14 @@ int inbox_flush(inbox *ib, const char *path)
         free(e->error);
         e->error = error;
         error = NULL;
+        free(e->ref);
+        e->ref = ref;
+        ref = NULL;
+        e->settled = now_s();
     }
     pthread_mutex_unlock(&ib->lock);
     free(error);
+    free(ref);
     return verdict;
 }
 
@@ -435,6 +521,7 @@ void inbox_list(inbox *ib, const char *dir, void (*fill)(void *ctx, const char *
 {
     size_t len = strcmp(dir, "/") == 0 ? 0 : strlen(dir);
     pthread_mutex_lock(&ib->lock);
+    sweep(ib);
     for (entry *e = ib->head; e; e = e->next) {
         if (strncmp(e->path, dir, len) != 0 || e->path[len] != '/' || strchr(e->path + len + 1, '/')) continue;
         struct stat st;

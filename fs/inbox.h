@@ -3,7 +3,9 @@
  * A dropped file is an upload while it is written; on its first flush (close) it is
  * finished and committed, and the verdict (0, or an errno with a reason) is kept so that
  * every later flush of the same file answers the same, the name stays visible with its
- * size (the copying program sees success), and NAME.error explains a failure.
+ * size and bytes (the copying program sees success), and NAME.error explains a failure.
+ * Stored files are forgotten KEEP_SECONDS after they were stored; failures stay until
+ * they are removed.
  * Thread-safe: one mutex guards the table. */
 #ifndef DICOMFS_FS_INBOX_H
 #define DICOMFS_FS_INBOX_H
@@ -17,7 +19,7 @@
 
 typedef struct inbox inbox;
 
-inbox *inbox_new(store_t *store);
+inbox *inbox_new(store_t *store, unsigned keep_seconds);
 void inbox_free(inbox *ib);
 
 /* Entries are keyed by their path in the mount ("/inbox/cd/IM0001", "/x.dcm"). */

@@ -31,6 +31,7 @@ check "the root lists inbox, studies and changes" test -d "$M/inbox" -a -d "$M/s
 # cp of one file
 check "cp of a DICOM file into the inbox succeeds" cp "$CORPUS/CT_small.dcm" "$M/inbox/"
 check "the dropped name stays visible with its size" test "$(stat -c %s "$M/inbox/CT_small.dcm")" = "$(stat -c %s "$CORPUS/CT_small.dcm")"
+check "and reads back as the stored bytes (a verifying copier sees them)" cmp "$M/inbox/CT_small.dcm" "$CORPUS/CT_small.dcm"
 ST=1.3.6.1.4.1.5962.1.2.1.20040119072730.12322
 SE=1.3.6.1.4.1.5962.1.3.1.1.20040119072730.12322
 SOP=1.3.6.1.4.1.5962.1.1.1.1.1.20040119072730.12322
@@ -139,6 +140,19 @@ check "the mount process ends after an unmount" bash -c "! kill -0 $PID 2>/dev/n
 wait "$PID"; rc=$?
 check "and exits 0" test $rc -eq 0
 check "the archive is consistent" "$DICOMFS" fsck "$A"
+
+# the inbox forgets stored files after --inbox-keep (and folders they leave empty);
+# failures stay until removed
+"$DICOMFS" mount "$A" "$M" --inbox-keep 1 >"$SCRATCH/mount2.log" 2>&1 &
+PID=$!
+for _ in $(seq 50); do mountpoint -q "$M" && break; sleep 0.1; done
+mkdir -p "$M/inbox/cd/sub"
+cp "$CORPUS/MR_small.dcm" "$M/inbox/cd/sub/" && cp "$CORPUS/README.txt" "$M/inbox/cd/" 2>/dev/null
+for _ in $(seq 100); do [ ! -e "$M/inbox/cd/sub" ] && break; ls "$M/inbox" >/dev/null; sleep 0.1; done
+check "a stored file and its emptied folder leave the inbox after --inbox-keep" test ! -e "$M/inbox/cd/sub"
+check "a failed file and its reason stay" test -f "$M/inbox/cd/README.txt" -a -f "$M/inbox/cd/README.txt.error"
+fusermount3 -u "$M"
+wait "$PID"
 
 echo "fs_mount: $pass passed, $fails failed"
 echo "$pass passed, $fails failed"

@@ -13,11 +13,12 @@
 #include "fs.h"
 
 static const char usage_text[] =
-    "usage: dicomfs mount ARCHIVE MOUNTPOINT [--daemon] [--allow-delete] [--allow-other]\n\n"
+    "usage: dicomfs mount ARCHIVE MOUNTPOINT [--daemon] [--allow-delete] [--allow-other]\n"
+    "                     [--inbox-keep SECONDS]\n\n"
     "Mounts ARCHIVE (created when missing) at MOUNTPOINT:\n"
     "  inbox/      copy DICOM files or whole folders here (or to the top) to store them;\n"
     "              close() fails with a reason for files that are not valid instances\n"
-    "              and NAME.error says why\n"
+    "              and NAME.error says why; stored files leave the listing after a while\n"
     "  studies/<study>/series/<series>/instances/<sop>.dcm, and metadata.json files\n"
     "  patients/<Name> (<PatientID>)/<date> <description>/<modality> <number> <description>/<N>.dcm\n"
     "  search/studies|series|instances/<QIDO query>/   links to what matches, e.g.\n"
@@ -27,7 +28,9 @@ static const char usage_text[] =
     "  --daemon        return once mounted and keep serving in the background\n"
     "  --allow-delete  rm and rm -r of instance files and folders delete them from the\n"
     "                  archive (otherwise: Permission denied)\n"
-    "  --allow-other   let other users use the mount (permissions still apply)\n";
+    "  --allow-other   let other users use the mount (permissions still apply)\n"
+    "  --inbox-keep S  how long a stored file stays listed where it was dropped\n"
+    "                  (default 600 seconds; failed ones stay until removed)\n";
 
 /* Forks; the parent waits until the child says the mount is ready (or failed) and
  * exits with its verdict. Returns the write end of that pipe in the child. */
@@ -79,6 +82,14 @@ int cmd_mount(int argc, char **argv)
             fo.allow_delete = true;
         } else if (strcmp(argv[i], "--daemon") == 0) {
             daemon = true;
+        } else if (strcmp(argv[i], "--inbox-keep") == 0 && i + 1 < argc) {
+            char *end;
+            long v = strtol(argv[++i], &end, 10);
+            if (*end || v < 1 || v > 86400 * 365) {
+                fprintf(stderr, "dicomfs mount: --inbox-keep wants seconds (1 or more), not '%s'\n", argv[i]);
+                return 2;
+            }
+            fo.inbox_keep = (unsigned)v;
         } else if (argv[i][0] == '-' || npos == 2) {
             fputs(usage_text, stderr);
             return 2;
