@@ -20,6 +20,7 @@ build: deps
 
 HTTP    ?= 127.0.0.1:8080
 MOUNT   ?= ./mnt
+MOUNT_FLAGS ?=          # e.g. --allow-delete
 
 # Stores what is in $(INBOX) (if anything), then serves the archive over DICOMweb and,
 # where FUSE is available, as a folder at $(MOUNT), until Ctrl-C.
@@ -27,7 +28,7 @@ run: build
 	@mkdir -p $(INBOX) $(MOUNT)
 	@if [ -n "$$(ls -A $(INBOX))" ]; then $(BUILD)/dicomfs ingest $(ARCHIVE) $(INBOX); fi
 	@fusermount3 -uz $(MOUNT) 2>/dev/null || true
-	@if [ -e /dev/fuse ]; then $(BUILD)/dicomfs serve $(ARCHIVE) --http $(HTTP) --mount $(MOUNT); \
+	@if [ -e /dev/fuse ]; then $(BUILD)/dicomfs serve $(ARCHIVE) --http $(HTTP) --mount $(MOUNT) $(MOUNT_FLAGS); \
 	 else $(BUILD)/dicomfs serve $(ARCHIVE) --http $(HTTP); fi
 
 test: test-deps build
