@@ -20,7 +20,8 @@ build: deps
 
 HTTP    ?= 127.0.0.1:8080
 MOUNT   ?= ./mnt
-MOUNT_FLAGS ?=          # e.g. --allow-delete
+# e.g. MOUNT_FLAGS=--allow-delete
+MOUNT_FLAGS ?=
 
 # Stores what is in $(INBOX) (if anything), then serves the archive over DICOMweb and,
 # where FUSE is available, as a folder at $(MOUNT), until Ctrl-C.
