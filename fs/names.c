@@ -158,7 +158,7 @@ void names_for(store_browse_level level, const store_browse_entry *e, size_t n, 
     for (size_t g = 0; g < n;) {
         size_t h = g + 1;
         while (h < n && strcmp(out[ix[g]], out[ix[h]]) == 0) h++;
-        for (size_t k = g + 1; k < h; k++) name_of(level, &e[ix[k]], true, out[ix[k]]);
+        for (size_t k = g; h - g > 1 && k < h; k++) name_of(level, &e[ix[k]], true, out[ix[k]]);
         g = h;
     }
     free(ix);
@@ -167,6 +167,11 @@ void names_for(store_browse_level level, const store_browse_entry *e, size_t n, 
 void names_tagged(store_browse_level level, const store_browse_entry *e, names_buf out)
 {
     name_of(level, e, true, out);
+}
+
+void names_plain(store_browse_level level, const store_browse_entry *e, names_buf out)
+{
+    name_of(level, e, false, out);
 }
 
 bool names_patient_id(const char *name, char *id, size_t cap)

@@ -4,10 +4,11 @@
  *             <Modality> <SeriesNumber> <SeriesDescription>/<InstanceNumber>.dcm
  *
  * Names are UTF-8, never contain '/', '\' or control characters, are never "." or "..",
- * and fit NAME_MAX. Siblings whose names would be equal are told apart: the first to
- * arrive keeps the name, the others get " ~<arrival number>" (stable: it depends on the
- * entry alone). Every entry also answers to its tagged name, so a name a program listed
- * keeps working when an earlier sibling is deleted (rm -r relies on that). The PatientID is
+ * and fit NAME_MAX. Siblings whose names would be equal are told apart: each of them gets
+ * " ~<arrival number>", which depends on the entry alone. Every entry answers to both its
+ * tagged and its plain name (a plain name shared by several means the first to arrive),
+ * so a name once listed keeps meaning the same entry while it exists, when siblings
+ * arrive or go (rm -r relies on that). The PatientID is
  * percent-encoded where it has unsafe characters, so a patient folder's name gives the
  * PatientID back exactly; an instance's name gives its InstanceNumber back (or its SOP
  * Instance UID when it has none). Pure functions: no store access. */
@@ -28,9 +29,9 @@ typedef char names_buf[NAMES_MAX + 1];
  * them), with duplicates told apart. */
 void names_for(store_browse_level level, const store_browse_entry *e, size_t n, names_buf *out);
 
-/* The tagged name of an entry ("... ~<arrival>"), which it answers to even when its
- * listed name is untagged. */
+/* An entry's tagged name ("... ~<arrival>") and its plain name, the two it answers to. */
 void names_tagged(store_browse_level level, const store_browse_entry *e, names_buf out);
+void names_plain(store_browse_level level, const store_browse_entry *e, names_buf out);
 
 /* The PatientID a patient folder's name carries; false when NAME is not such a name. */
 bool names_patient_id(const char *name, char *id, size_t cap);

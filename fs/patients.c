@@ -13,29 +13,24 @@
 #include "internal.h"
 #include "names.h"
 
-/* Finds the entry named SEG among the entries Q lists. 0, -ENOENT or -EIO. */
+/* Finds the entry named SEG among the entries Q lists: by its tagged name, else by its
+ * plain name (the first to arrive of those that share it). 0, -ENOENT or -EIO. */
 static int find_named(store_t *s, const store_browse_query *q, const char *seg, size_t len, store_browse_entry *out)
 {
     store_browse_entry *e = NULL;
     size_t n = 0;
     if (store_browse(s, q, &e, &n, NULL) != STORE_OK) return -EIO;
-    names_buf *names = malloc((n ? n : 1) * sizeof *names);
-    if (!names) abort();
-    names_for(q->level, e, n, names);
     int rc = -ENOENT;
-    for (size_t i = 0; i < n && rc; i++)
-        if (strlen(names[i]) == len && memcmp(names[i], seg, len) == 0) {
-            *out = e[i];
-            rc = 0;
+    names_buf name;
+    for (int pass = 0; pass < 2 && rc; pass++)
+        for (size_t i = 0; i < n && rc; i++) { /* arrival order */
+            if (pass == 0) names_tagged(q->level, &e[i], name);
+            else names_plain(q->level, &e[i], name);
+            if (strlen(name) == len && memcmp(name, seg, len) == 0) {
+                *out = e[i];
+                rc = 0;
+            }
         }
-    for (size_t i = 0; i < n && rc; i++) { /* a tagged name listed before a sibling went */
-        names_tagged(q->level, &e[i], names[i]);
-        if (strlen(names[i]) == len && memcmp(names[i], seg, len) == 0) {
-            *out = e[i];
-            rc = 0;
-        }
-    }
-    free(names);
     free(e);
     return rc;
 }

@@ -86,8 +86,8 @@ static void test_patients(void)
     store_browse_entry twins[2] = {patient("P9", "TWIN^A", 5), patient("P9", "TWIN^A", 9)};
     names_buf t[2];
     names_for(STORE_BROWSE_PATIENTS, twins, 2, t);
-    CHECK(strcmp(t[0], "TWIN, A (P9)") == 0 && strcmp(t[1], "TWIN, A ~9 (P9)") == 0,
-          "equal names: the later one tagged before the ID: '%s' '%s'", t[0], t[1]);
+    CHECK(strcmp(t[0], "TWIN, A ~5 (P9)") == 0 && strcmp(t[1], "TWIN, A ~9 (P9)") == 0,
+          "equal names: both tagged with their arrival, before the ID: '%s' '%s'", t[0], t[1]);
     CHECK(names_patient_id(t[1], id, sizeof id) && strcmp(id, "P9") == 0, "a tagged folder still gives its ID");
 }
 
@@ -97,9 +97,9 @@ static void test_studies_series_instances(void)
                                study("2020", "odd\tdate", 13)};
     names_buf n[4];
     names_for(STORE_BROWSE_STUDIES, s, 4, n);
-    CHECK(strcmp(n[0], "2020-01-15 CT HEAD W_O") == 0, "study folder: '%s'", n[0]);
+    CHECK(strcmp(n[0], "2020-01-15 CT HEAD W_O ~10") == 0, "equal study folders are both tagged: '%s'", n[0]);
     CHECK(strcmp(n[1], "no date") == 0, "no date, no description: '%s'", n[1]);
-    CHECK(strcmp(n[2], "2020-01-15 CT HEAD W_O ~12") == 0, "a second equal study is tagged: '%s'", n[2]);
+    CHECK(strcmp(n[2], "2020-01-15 CT HEAD W_O ~12") == 0, "the second too: '%s'", n[2]);
     CHECK(strcmp(n[3], "2020 odd date") == 0, "an odd date is shown as it is: '%s'", n[3]);
     /* adding a study before the first in time but later in arrival changes no name */
     store_browse_entry s2[5] = {s[0], s[1], s[2], s[3], study("20200115", "CT HEAD W/O", 14)};
@@ -107,9 +107,14 @@ static void test_studies_series_instances(void)
     names_for(STORE_BROWSE_STUDIES, s2, 5, n2);
     CHECK(strcmp(n2[0], n[0]) == 0 && strcmp(n2[2], n[2]) == 0 && strcmp(n2[4], "2020-01-15 CT HEAD W_O ~14") == 0,
           "names stay when more arrive");
-    names_buf tagged;
-    names_tagged(STORE_BROWSE_STUDIES, &s[0], tagged);
-    CHECK(strcmp(tagged, "2020-01-15 CT HEAD W_O ~10") == 0, "every entry answers to its tagged name: '%s'", tagged);
+    names_buf tagged, plain;
+    names_tagged(STORE_BROWSE_STUDIES, &s[1], tagged);
+    names_plain(STORE_BROWSE_STUDIES, &s[0], plain);
+    CHECK(strcmp(tagged, "no date ~11") == 0 && strcmp(plain, "2020-01-15 CT HEAD W_O") == 0,
+          "every entry has a tagged and a plain name: '%s' '%s'", tagged, plain);
+    names_buf one;
+    names_for(STORE_BROWSE_STUDIES, &s[0], 1, &one);
+    CHECK(strcmp(one, "2020-01-15 CT HEAD W_O") == 0, "alone, a study folder is plain: '%s'", one);
 
     store_browse_entry se[3] = {{.modality = "CT", .has_number = true, .number = 3, .text = "Axial", .arrival = 1},
                                 {.arrival = 2},
@@ -125,7 +130,7 @@ static void test_studies_series_instances(void)
                                 {.uid = "1.2.5", .arrival = 102}};
     names_buf inn[3];
     names_for(STORE_BROWSE_INSTANCES, in, 3, inn);
-    CHECK(strcmp(inn[0], "7.dcm") == 0 && strcmp(inn[1], "7 ~101.dcm") == 0 && strcmp(inn[2], "1.2.5.dcm") == 0,
+    CHECK(strcmp(inn[0], "7 ~100.dcm") == 0 && strcmp(inn[1], "7 ~101.dcm") == 0 && strcmp(inn[2], "1.2.5.dcm") == 0,
           "instance files: '%s' '%s' '%s'", inn[0], inn[1], inn[2]);
     int64_t num = 0;
     CHECK(names_instance_number("7.dcm", &num) && num == 7, "number back from '7.dcm'");
