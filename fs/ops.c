@@ -298,10 +298,8 @@ static int op_getattr(const char *path, struct stat *st, struct fuse_file_info *
         break;
     }
     case N_SEARCH_LEVEL: {
-        store_level lv;
         char *level = segment(&n, 1);
         rc = strcmp(level, "studies") && strcmp(level, "series") && strcmp(level, "instances") ? -ENOENT : 0;
-        (void)lv;
         free(level);
         if (!rc) fs_dir_stat(st, m->started_us);
         break;
