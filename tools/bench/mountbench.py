@@ -16,6 +16,8 @@ copy    For each of --reps rounds and each dataset set (small, large): a fresh a
         close returns, so cp's end is durability); then unmounted and the stored instances
         counted in index.db. The peer: `cp -r DS/SET PLAIN/` followed by `sync`, timed together,
         into a fresh directory on the same file system. Sources read once first (page cache).
+        With --fsyncbench, also `fsyncbench copy` of the same files (each written and fsync'd
+        before the next: the durability a close through the mount gives), for context.
 read    On the last round's two archives: `find MP/studies -name '*.dcm' -print0 | xargs -0
         cat >/dev/null` against the same pipeline over ARCHIVE/objects. Warm: one untimed pass
         each, then --read-passes timed passes, alternating. Cold (when /proc/sys/vm/drop_caches
@@ -28,7 +30,9 @@ listing Archives of one --series-instance series plus FEW or MANY one-instance s
         On each: a fresh mount, caches dropped (when possible), then `ls -l` of the series'
         instances/ directory: the first run (cold), --ls-runs runs 1.2 s apart (the mount's
         1 s entry/attribute caches expired: the mount's own work) and --ls-runs back to back
-        (kernel caches valid); `ls` of studies/ likewise (first run, then --ls-runs).
+        (kernel caches valid); `ls` of studies/ likewise (first run, then --ls-runs). When
+        the first `ls -l` is slow, fewer runs (as many as fit in LS_BUDGET_MS, at least one)
+        and none back to back if it took over 1 s (the caches expire during a run anyway).
 """
 import argparse
 import hashlib
@@ -50,6 +54,7 @@ DROP = "/proc/sys/vm/drop_caches"
 BIG = 2000000000      # UID number of the big series' study and series; its SOPs from here
 EXTRA = 3000000000    # UID numbers of the one-instance studies
 PER_DIR = 10000
+LS_BUDGET_MS = 30000  # timed `ls -l` runs of the series per archive, after the first one
 
 
 def log(msg):
@@ -100,6 +105,34 @@ def on_term(signum, frame):
     raise Stop("signal %d" % signum)
 
 
+def holders(mp):
+    """Processes with a cwd, root or open file under MP: "pid (command)", for a busy unmount."""
+    out = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        links = []
+        for name in ("cwd", "root"):
+            try:
+                links.append(os.readlink("/proc/%s/%s" % (pid, name)))
+            except OSError:
+                pass
+        try:
+            for fd in os.listdir("/proc/%s/fd" % pid):
+                try:
+                    links.append(os.readlink("/proc/%s/fd/%s" % (pid, fd)))
+                except OSError:
+                    pass
+        except OSError:
+            pass
+        if any(x == mp or x.startswith(mp + "/") for x in links):
+            try:
+                with open("/proc/%s/cmdline" % pid, "rb") as f:
+                    cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+            except OSError:
+                cmd = "?"
+            out.append("%s (%s)" % (pid, cmd[:120]))
+    return out
+
+
 class Mount:
     """`with Mount(...) as m:` — the archive mounted at m.mp for the block's length."""
 
@@ -148,7 +181,8 @@ class Mount:
                     break
                 time.sleep(0.1)
             else:
-                self.problems.append("fusermount3 -u %s kept failing: %s" % (self.mp, r.stderr.strip()))
+                self.problems.append("fusermount3 -u %s kept failing for 5 s: %s; processes using it: %s" % (
+                    self.mp, r.stderr.strip(), ", ".join(holders(self.mp)) or "none found in /proc"))
             try:
                 rc = p.wait(timeout=60)
             except subprocess.TimeoutExpired:
@@ -243,6 +277,21 @@ def copy_round(a, rep, setname, problems):
                 "cp_errors": r.stderr.splitlines()[:5], "copied_files": pf, "copied_bytes": pb})
     log("copy %s (%d/%d): plain cp -r + sync %.2f s (sync %.2f s)" % (setname, rep, a.reps, t2 - t0, t2 - t1))
     rm(plain)
+    if a.fsyncbench:  # context: the same files each written and fsync'd before the next
+        lst = os.path.join(a.work, "list-%s.txt" % setname)
+        with open(lst, "w") as f:
+            f.writelines(sorted(os.path.join(d, x) + "\n" for d, _, xs in os.walk(src) for x in xs))
+        os.makedirs(plain)
+        os.sync()
+        r = subprocess.run([a.fsyncbench, "copy", plain, lst], capture_output=True, text=True)
+        try:
+            x = json.loads(r.stdout)
+            out.append({"set": setname, "side": "fsync", "rep": rep, "files": x["files"], "bytes": x["bytes"],
+                        "seconds": x["seconds"], "cp_exit": r.returncode, "copied_files": x["files"]})
+            log("copy %s (%d/%d): fsyncbench copy (fsync per file) %.2f s" % (setname, rep, a.reps, x["seconds"]))
+        except (ValueError, KeyError):
+            problems.append("fsyncbench copy %s failed (exit %d): %s" % (setname, r.returncode, r.stderr[:300]))
+        rm(plain)
     return out
 
 
@@ -440,16 +489,22 @@ def listing(a, studies_n, dropping, problems):
         log("listing @%d studies: ls -l of the %d-instance series, first run (cold%s)" % (
             studies_n, a.series, ", caches dropped" if dropping else ""))
         r = {"entries": a.series, "cold_ms": lsl(), "expired_ms": [], "warm_ms": []}
+        # A slow listing gets fewer runs (LS_BUDGET_MS of them at most, but one at least), and
+        # no back-to-back runs when one run outlasts the 1 s caches (they would be the same).
+        runs = max(1, min(a.ls_runs, int(LS_BUDGET_MS // max(r["cold_ms"], 1))))
+        warm_runs = a.ls_runs if r["cold_ms"] < 1000 else 0
+        r["runs_cut"] = runs < a.ls_runs
         log("listing @%d studies: first %.0f ms; %d runs 1.2 s apart, %d back to back" % (
-            studies_n, r["cold_ms"], a.ls_runs, a.ls_runs))
-        for _ in range(a.ls_runs):
+            studies_n, r["cold_ms"], runs, warm_runs))
+        for _ in range(runs):
             time.sleep(1.2)
             r["expired_ms"].append(lsl())
-        for _ in range(a.ls_runs):
+        for _ in range(warm_runs):
             r["warm_ms"].append(lsl())
         info["ls_l"] = r
-        log("listing @%d studies: ls -l median %.0f ms (caches expired), %.0f ms (back to back)" % (
-            studies_n, statistics.median(r["expired_ms"]), statistics.median(r["warm_ms"])))
+        log("listing @%d studies: ls -l median %.0f ms (caches expired)%s" % (
+            studies_n, statistics.median(r["expired_ms"]),
+            ", %.0f ms back to back" % statistics.median(r["warm_ms"]) if r["warm_ms"] else ""))
         time.sleep(1.2)
         s = {"entries": studies_n + 1, "first_ms": lss(), "runs_ms": []}
         for _ in range(a.ls_runs):
@@ -474,6 +529,7 @@ def main():
     ap.add_argument("--series", type=int, default=10000)
     ap.add_argument("--studies", default="100 100000", help="the two numbers of extra studies")
     ap.add_argument("--rebuild", action="store_true")
+    ap.add_argument("--fsyncbench", help="fsyncbench.c's binary: also time a copy with fsync per file")
     ap.add_argument("--parts", default="copy read listing")
     a = ap.parse_args()
     a.work = os.path.abspath(a.work)

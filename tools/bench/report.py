@@ -242,7 +242,7 @@ def mount_rows(m, row, notes, judge, ratio):
     # Copy-in.
     for setname, goal_what in (("small", "inst"), ("large", "mb")):
         runs = {side: [x for x in m.get("copy", []) if x["set"] == setname and x["side"] == side]
-                for side in ("mount", "plain")}
+                for side in ("mount", "plain", "fsync")}
         if not runs["mount"] and not runs["plain"]:
             continue
         ok, wrong = {}, False
@@ -263,7 +263,7 @@ def mount_rows(m, row, notes, judge, ratio):
                 notes.append("mount copy-in %s, %s: %d rounds, %s s; the median round is shown%s" % (
                     setname, side, len(xs), ", ".join("%.2f" % v for v in t),
                     " (NOISY: slowest/fastest %.1fx)" % spread(t) if spread(t) > NOISY else ""))
-        noisy = any(spread([x["seconds"] for x in xs]) > NOISY for xs in runs.values())
+        noisy = any(spread([x["seconds"] for x in runs[k]]) > NOISY for k in ("mount", "plain"))
 
         def rate(x, what):
             if not x or x["seconds"] <= 0:
@@ -282,6 +282,11 @@ def mount_rows(m, row, notes, judge, ratio):
                 st = "WRONG"  # a round lost files (see the notes); the others' median is shown
             row("mount copy-in %s set (cp -r to inbox/), %s" % (setname, unit), a, unit, b, punit, ratio(a, b),
                 goal, st)
+        if ok.get("fsync") and a_:
+            what, unit = ("inst", "inst/s") if goal_what == "inst" else ("mb", "MB/s")
+            a, b = rate(a_, what), rate(ok["fsync"], what)
+            row("mount copy-in %s set, %s vs copy+fsync/file" % (setname, unit), a, unit, b,
+                "%s copy+fsync/file" % ("files/s" if what == "inst" else "MB/s"), ratio(a, b))
         if a_ and p_:
             notes.append("mount copy-in %s: %.2f ms/file through the mount (%s files); plain cp -r + sync "
                          "%.2f ms/file, of which sync %.0f%%" % (
@@ -333,15 +338,20 @@ def mount_rows(m, row, notes, judge, ratio):
             continue
         row("mount ls -l series (%d inst) @%d studies, median" % (l["entries"], x["studies"]),
             med(l["expired_ms"]), "ms", l["cold_ms"], "ms first run (cold)")
-        notes.append("mount ls -l series @%d studies: %d runs 1.2 s apart (the mount's 1 s caches expired) "
-                     "%s ms, %.0f us/entry; %d back to back %s ms; first run after mounting %s ms" % (
+        notes.append("mount ls -l series @%d studies: %d run(s) 1.2 s apart (the mount's 1 s caches expired) "
+                     "%s ms, %.0f us/entry%s; %s; first run after mounting %s ms" % (
                          x["studies"], len(l["expired_ms"]), "/".join(fmt(v) for v in l["expired_ms"]),
-                         1e3 * med(l["expired_ms"]) / l["entries"], len(l["warm_ms"]),
-                         "/".join(fmt(v) for v in l["warm_ms"]), fmt(l["cold_ms"])))
+                         1e3 * med(l["expired_ms"]) / l["entries"],
+                         " (fewer runs: the listing is slow)" if l.get("runs_cut") else "",
+                         "%d back to back %s ms" % (len(l["warm_ms"]), "/".join(fmt(v) for v in l["warm_ms"]))
+                         if l["warm_ms"] else "none back to back (a run outlasts the 1 s caches)",
+                         fmt(l["cold_ms"])))
     if len(ls) >= 2 and ls[0].get("ls_l") and ls[-1].get("ls_l"):
         x0, x1 = ls[0], ls[-1]
         for key, what in (("expired_ms", ""), ("warm_ms", ", back to back")):
             a, b = med(x1["ls_l"][key]), med(x0["ls_l"][key])
+            if key == "warm_ms" and (a is None or b is None):
+                continue
             rt = ratio(a, b)
             if key == "expired_ms":
                 st = "PASS" if rt is not None and (rt <= GOAL_MOUNT_FLAT or a - b < MOUNT_FLAT_SLACK_MS) else \

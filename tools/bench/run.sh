@@ -36,15 +36,17 @@
 #              files of the same disk. Copy-in: `cp -r` of each set into a fresh archive's
 #              mounted inbox/ (each close returns once the instance is stored and synced)
 #              vs `cp -r` + `sync` into a fresh plain directory: inst/s, MB/s; BENCH_REPS
-#              rounds, the median shown. Reads: `find | xargs cat` of every instance through
-#              studies/ vs the same over ARCHIVE/objects, warm (median of 5 passes) and cold
-#              (kernel caches dropped before each pass, when /proc/sys/vm/drop_caches can be
-#              written). Listing: `ls -l` of a 10,000-instance series (ms: first run cold,
-#              then the median of 5 runs 1.2 s apart, when the mount's 1 s caches have
-#              expired, and of 5 back to back) and `ls studies/`, in two archives: that
-#              series plus 100 and plus 100,000 one-instance studies (synthetic ~1 KB
-#              instances, built once with `dicomfs ingest` and kept: ~1 min the first
-#              time), and the growth between them. Skipped without /dev/fuse. ~4 min.
+#              rounds, the median shown; for context also fsyncbench's copy with an fsync
+#              per file (the durability each close through the mount gives). Reads:
+#              `find | xargs cat` of every instance through studies/ vs the same over
+#              ARCHIVE/objects, warm (median of 5 passes) and cold (kernel caches dropped
+#              before each pass, when /proc/sys/vm/drop_caches can be written). Listing:
+#              `ls -l` of a 10,000-instance series (ms: the first run, cold; then the median
+#              of 5 runs 1.2 s apart, when the mount's 1 s caches have expired, and of 5 back
+#              to back; fewer when one run takes seconds) and `ls studies/`, in two archives:
+#              that series plus 100 and plus 100,000 one-instance studies (synthetic ~1 KB
+#              instances, built once with `dicomfs ingest` and kept: ~1 min the first time),
+#              and the growth between them. Skipped without /dev/fuse. ~3-5 min.
 #   report     report.py: the table and the JSON.
 #
 # Usage: run.sh [BUILD_DIR] [STEP...] — STEPs (default: all, or BENCH_STEPS) pick steps in
@@ -58,7 +60,7 @@
 #   BENCH_STEPS="STEP ..."  the steps to run when none are given as arguments
 #   BENCH_SCALES="N ..."    synthetic archive sizes (default "100000 1000000"; "" for none)
 #   BENCH_QUERY_RUNS=N      runs per query (default 30)
-#   BENCH_REPS=N            runs of each limit and of each dataset ingest (default 3; the
+#   BENCH_REPS=N            runs of each limit, dataset ingest and mount copy-in (default 3; the
 #                           table shows the run with the median time)
 #   BENCH_QUERY_MODE=M      auto|process|repeat: what the table's query figures are (see
 #                           qlat.py; auto = `find --repeat N` when `find --help` has it)
@@ -431,7 +433,8 @@ step_mount() {
     log "mount: copy-in, reads, listing (series $series, studies $studies)"
     "$PY" "$HERE/mountbench.py" --bin "$BIN" --dataset "$DS" --work "$WORK/mount" --logs "$LOGS" \
         --schema "$SCHEMA" --reps "$REPS" --read-passes "$passes" --cold-passes "$cold" --ls-runs "$lsruns" \
-        --series "$series" --studies "$studies" $([ "${BENCH_REBUILD:-0}" = 1 ] && echo --rebuild) >"$out"
+        --series "$series" --studies "$studies" --fsyncbench "$WORK/bin/fsyncbench" \
+        $([ "${BENCH_REBUILD:-0}" = 1 ] && echo --rebuild) >"$out"
     rc=$?
     mount_cleanup
     trap - EXIT
