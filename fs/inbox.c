@@ -2,6 +2,14 @@
  * index on the path (for lookups, so a copy of 100,000 files stays linear), under one
  * mutex; the commit, which may take milliseconds, runs outside the lock.
  *
+ * A file is checked at its first flush (parse, validation, a duplicate of other bytes):
+ * that verdict is close()'s. Its commit is then queued, so that the files of a folder
+ * copy share their syncs (group commit) while cp goes on with the next file, as a disk
+ * file system's close() does not wait for the disk either. fsync() of the file waits
+ * for its commit and returns its verdict; fsync() of a folder (`sync DIR`) waits for
+ * every queued commit. A commit that fails after close (a disk error, the same instance
+ * dropped twice at once) is reported by fsync() and NAME.error.
+ *
  * Stored files are forgotten KEEP seconds after they were stored (they are in studies/
  * and patients/ by then), and emptied folders with them; failures stay until removed. */
 #include "inbox.h"
@@ -22,13 +30,16 @@ typedef struct entry {
     struct timespec mtime;
     uint64_t size;
     store_upload *up;   /* while written */
-    bool done;          /* flushed: the verdict below is final */
+    bool done;          /* flushed: the verdict below is final (once not committing) */
+    unsigned commits;   /* commits queued for it and not finished: the verdict may change */
+    bool orphan;        /* unlinked while commits were queued: the last callback frees it */
+    unsigned gen;       /* counts re-creations, so a late commit knows its entry is gone */
     int verdict;        /* 0 or -errno */
     char *error;        /* why, when the verdict is an error */
     store_ref *ref;     /* what it was stored as (reads of the name read that) */
     time_t settled;     /* when the verdict came (CLOCK_MONOTONIC seconds) */
     unsigned children;  /* scratch for the sweep */
-    struct entry *next; /* the list */
+    struct entry *next, *prev; /* the list */
     struct entry *hnext; /* the hash chain */
 } entry;
 
@@ -39,6 +50,8 @@ struct inbox {
     unsigned keep;      /* seconds a stored file stays listed */
     time_t swept;       /* last sweep (CLOCK_MONOTONIC seconds) */
     pthread_mutex_t lock;
+    pthread_cond_t committed; /* a queued commit finished */
+    size_t pending;     /* commits queued and not finished */
     entry *head;
     entry *bucket[BUCKETS];
 };
@@ -73,6 +86,7 @@ inbox *inbox_new(store_t *store, unsigned keep_seconds)
     ib->store = store;
     ib->keep = keep_seconds;
     pthread_mutex_init(&ib->lock, NULL);
+    pthread_cond_init(&ib->committed, NULL);
     return ib;
 }
 
@@ -88,10 +102,14 @@ static void entry_free(entry *e)
 void inbox_free(inbox *ib)
 {
     if (!ib) return;
+    pthread_mutex_lock(&ib->lock); /* the commit callbacks still to come touch entries */
+    while (ib->pending) pthread_cond_wait(&ib->committed, &ib->lock);
+    pthread_mutex_unlock(&ib->lock);
     for (entry *e = ib->head, *next; e; e = next) {
         next = e->next;
         entry_free(e);
     }
+    pthread_cond_destroy(&ib->committed);
     pthread_mutex_destroy(&ib->lock);
     free(ib);
 }
@@ -105,6 +123,7 @@ static time_t now_s(void)
 
 static entry *find(inbox *ib, const char *path);
 static void unlink_entry(inbox *ib, entry *victim);
+static entry *wait_committed(inbox *ib, const char *path);
 
 /* Forgets stored files older than KEEP, then folders left empty and older than KEEP
  * (deepest first, one level per pass). At most every KEEP/4 seconds; caller holds the
@@ -118,7 +137,7 @@ static void sweep(inbox *ib)
     clock_gettime(CLOCK_REALTIME, &wall);
     for (entry *e = ib->head, *next; e; e = next) {
         next = e->next;
-        if (!e->dir && e->done && e->verdict == 0 && !e->error && now - e->settled >= (time_t)ib->keep)
+        if (!e->dir && e->done && !e->commits && e->verdict == 0 && !e->error && now - e->settled >= (time_t)ib->keep)
             unlink_entry(ib, e);
     }
     for (bool removed = true; removed;) {
@@ -187,6 +206,7 @@ static entry *add(inbox *ib, const char *path, bool dir, mode_t mode)
     e->mode = mode & 07777;
     clock_gettime(CLOCK_REALTIME, &e->mtime);
     e->next = ib->head;
+    if (ib->head) ib->head->prev = e;
     ib->head = e;
     index_add(ib, e);
     return e;
@@ -213,6 +233,7 @@ int inbox_create(inbox *ib, const char *path, mode_t mode)
         e->ref = NULL;
         e->up = NULL;
         e->done = false;
+        e->gen++; /* a commit still queued for the old content no longer speaks for it */
         e->verdict = 0;
         e->size = 0;
         store_err err = {0};
@@ -283,8 +304,9 @@ int inbox_read(inbox *ib, const char *path, char *buf, size_t len, off_t off)
     if (!rc && e->up) {
         long n = store_upload_pread(e->up, buf, len, (uint64_t)off);
         rc = n < 0 ? -EIO : (int)n;
-    } else if (!rc && e->ref) {
-        ref = *e->ref;
+    } else if (!rc && e->done) {
+        e = wait_committed(ib, path); /* its bytes are in the archive once committed */
+        if (e && e->ref) ref = *e->ref;
     }
     pthread_mutex_unlock(&ib->lock);
     if (!ref.study_uid[0]) return rc;
@@ -313,11 +335,71 @@ static int errno_for(const store_ingest_result *r)
     }
 }
 
+/* A queued commit for one entry, and the entry's generation when it was queued. */
+typedef struct {
+    inbox *ib;
+    entry *e;
+    unsigned gen;
+    char *name;
+} commit_ticket;
+
+static char *failure_text(const char *name, const store_ingest_result *r)
+{
+    char *text = NULL;
+    if (asprintf(&text, "%s: not stored (FailureReason %d): %s\n%s%s", name, r->failure_reason, r->message,
+                 r->failed_attributes ? r->failed_attributes : "", r->failed_attributes ? "\n" : "") < 0)
+        return NULL;
+    return text;
+}
+
+/* The commit thread's word on a queued file: a late failure becomes its verdict. */
+static void on_committed(store_item *item, void *ctx)
+{
+    commit_ticket *t = ctx;
+    const store_ingest_result *r = store_item_result(item);
+    char *error = r->status == STORE_OK ? NULL : failure_text(t->name, r);
+    inbox *ib = t->ib;
+    pthread_mutex_lock(&ib->lock);
+    entry *e = t->e;
+    e->commits--;
+    if (e->gen == t->gen && r->status != STORE_OK) {
+        e->verdict = errno_for(r);
+        free(e->error);
+        e->error = error;
+        error = NULL;
+        free(e->ref);
+        e->ref = NULL;
+    }
+    if (e->orphan && e->commits == 0) entry_free(e);
+    ib->pending--;
+    pthread_cond_broadcast(&ib->committed);
+    pthread_mutex_unlock(&ib->lock);
+    free(error);
+    free(t->name);
+    free(t);
+    store_item_free(item);
+}
+
+static int finish_entry(inbox *ib, const char *path, bool last);
+
+/* Every close() of a descriptor flushes, also the close after a dup2 (dd, a shell's
+ * "> FILE"): a flush of a file with nothing written yet waits for one that has data,
+ * or for the release after the last close. */
 int inbox_flush(inbox *ib, const char *path)
+{
+    return finish_entry(ib, path, false);
+}
+
+void inbox_release(inbox *ib, const char *path)
+{
+    finish_entry(ib, path, true);
+}
+
+static int finish_entry(inbox *ib, const char *path, bool last)
 {
     pthread_mutex_lock(&ib->lock);
     entry *e = find(ib, path);
-    if (!e || e->dir || e->done) {
+    if (!e || e->dir || e->done || (!last && e->size == 0)) {
         int rc = e && !e->dir ? e->verdict : 0;
         pthread_mutex_unlock(&ib->lock);
         return rc;
@@ -325,23 +407,23 @@ int inbox_flush(inbox *ib, const char *path)
     store_upload *up = e->up;
     e->up = NULL;
     e->done = true; /* claimed: a concurrent flush of a dup'd fd waits for nothing */
+    e->commits++;   /* and the entry stays allocated until we are done with it */
+    unsigned gen = e->gen;
     pthread_mutex_unlock(&ib->lock);
 
     int verdict = 0;
     char *error = NULL;
     store_ref *ref = NULL;
+    store_item *queue = NULL;
     if (up) {
         /* Copying the same CD twice succeeds: identical instances count as stored. */
         store_ingest_opts opts = {.identical_ok = true};
         store_item *item = store_upload_finish(up, &opts);
-        store_commit(ib->store, &item, 1);
         const store_ingest_result *r = store_item_result(item);
+        bool final = r->status != STORE_OK || r->already_stored;
         if (r->status != STORE_OK && !r->dicomdir) {
             verdict = errno_for(r);
-            if (asprintf(&error, "%s: not stored (FailureReason %d): %s\n%s%s", base_name(path), r->failure_reason,
-                         r->message, r->failed_attributes ? r->failed_attributes : "",
-                         r->failed_attributes ? "\n" : "") < 0)
-                error = NULL;
+            error = failure_text(base_name(path), r);
         } else if (r->status == STORE_OK) {
             ref = calloc(1, sizeof *ref);
             if (!ref) abort();
@@ -349,11 +431,11 @@ int inbox_flush(inbox *ib, const char *path)
             memcpy(ref->series_uid, r->series_uid, sizeof ref->series_uid);
             memcpy(ref->sop_instance_uid, r->sop_instance_uid, sizeof ref->sop_instance_uid);
         }
-        store_item_free(item);
+        if (final) store_item_free(item);
+        else queue = item;
     }
     pthread_mutex_lock(&ib->lock);
-    e = find(ib, path);
-    if (e && e->done && !e->up) { /* still ours (not re-created meanwhile) */
+    if (e->gen == gen) { /* not re-created meanwhile */
         e->verdict = verdict;
         free(e->error);
         e->error = error;
@@ -363,21 +445,62 @@ int inbox_flush(inbox *ib, const char *path)
         ref = NULL;
         e->settled = now_s();
     }
+    commit_ticket *t = NULL;
+    if (queue) { /* the flush's hold passes to the queued commit */
+        t = calloc(1, sizeof *t);
+        if (!t || !(t->name = strdup(base_name(path)))) abort();
+        t->ib = ib;
+        t->e = e;
+        t->gen = gen;
+        ib->pending++;
+    } else {
+        e->commits--;
+        if (e->orphan && e->commits == 0) entry_free(e);
+    }
     pthread_mutex_unlock(&ib->lock);
     free(error);
     free(ref);
+    if (queue) store_commit_async(ib->store, queue, on_committed, t);
     return verdict;
+}
+
+/* Waits (lock held) until the commits queued for PATH's entry, or if it is gone, all
+ * queued commits, have finished. Returns the entry, or NULL when it is gone. */
+static entry *wait_committed(inbox *ib, const char *path)
+{
+    entry *e;
+    while ((e = find(ib, path)) && e->commits) pthread_cond_wait(&ib->committed, &ib->lock);
+    if (!e)
+        while (ib->pending) pthread_cond_wait(&ib->committed, &ib->lock);
+    return e;
+}
+
+int inbox_fsync(inbox *ib, const char *path)
+{
+    int rc = finish_entry(ib, path, true);
+    if (rc) return rc;
+    pthread_mutex_lock(&ib->lock);
+    entry *e = wait_committed(ib, path);
+    rc = e && !e->dir ? e->verdict : 0;
+    pthread_mutex_unlock(&ib->lock);
+    return rc;
+}
+
+void inbox_sync(inbox *ib)
+{
+    pthread_mutex_lock(&ib->lock);
+    while (ib->pending) pthread_cond_wait(&ib->committed, &ib->lock);
+    pthread_mutex_unlock(&ib->lock);
 }
 
 static void unlink_entry(inbox *ib, entry *victim)
 {
     index_del(ib, victim);
-    for (entry **p = &ib->head; *p; p = &(*p)->next)
-        if (*p == victim) {
-            *p = victim->next;
-            entry_free(victim);
-            return;
-        }
+    if (victim->prev) victim->prev->next = victim->next;
+    else ib->head = victim->next;
+    if (victim->next) victim->next->prev = victim->prev;
+    if (victim->commits) victim->orphan = true; /* freed by on_committed */
+    else entry_free(victim);
 }
 
 /* "x.error" -> the entry "x" it explains, when it failed. */

@@ -1,7 +1,8 @@
 /* inbox.h — files and folders dropped into the mount, and what became of them.
  *
  * A dropped file is an upload while it is written; on its first flush (close) it is
- * finished and committed, and the verdict (0, or an errno with a reason) is kept so that
+ * checked and its commit queued (durable at fsync, see inbox.c), and the verdict (0, or
+ * an errno with a reason) is kept so that
  * every later flush of the same file answers the same, the name stays visible with its
  * size and bytes (the copying program sees success), and NAME.error explains a failure.
  * Stored files are forgotten KEEP_SECONDS after they were stored; failures stay until
@@ -28,8 +29,14 @@ int inbox_mkdir(inbox *ib, const char *path, mode_t mode);
 int inbox_write(inbox *ib, const char *path, const char *buf, size_t len, off_t off);
 int inbox_truncate(inbox *ib, const char *path, off_t size);
 int inbox_read(inbox *ib, const char *path, char *buf, size_t len, off_t off);
-/* Stores the file if not done yet; the verdict, every time. */
+/* Checks the file and queues its commit if not done yet; the verdict, every time. */
 int inbox_flush(inbox *ib, const char *path);
+/* After the last close: finishes a file no flush finished (one left empty). */
+void inbox_release(inbox *ib, const char *path);
+/* Finishes the file, then waits until it is committed (durable): its final verdict. */
+int inbox_fsync(inbox *ib, const char *path);
+/* Waits until every queued commit has finished. */
+void inbox_sync(inbox *ib);
 int inbox_unlink(inbox *ib, const char *path);
 int inbox_rmdir(inbox *ib, const char *path);
 int inbox_rename(inbox *ib, const char *from, const char *to);

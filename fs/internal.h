@@ -6,7 +6,9 @@
 #ifndef DICOMFS_FS_INTERNAL_H
 #define DICOMFS_FS_INTERNAL_H
 
-#define FUSE_USE_VERSION 35
+/* 312: fuse_loop_mt() then takes the fuse_loop_config of fuse_loop_cfg_create(); with an
+ * older version it reads that config as the old struct (a thread per request). */
+#define FUSE_USE_VERSION 312
 
 #include <fuse.h>
 #include <pthread.h>

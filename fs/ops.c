@@ -570,6 +570,7 @@ static int op_release(const char *path, struct fuse_file_info *fi)
     (void)path;
     open_file *f = (open_file *)(uintptr_t)fi->fh;
     if (f) free_open_file(self(), f);
+    else if (classify(path).kind == N_DROP) inbox_release(self()->inbox, path);
     return 0;
 }
 
@@ -599,10 +600,22 @@ static int op_flush(const char *path, struct fuse_file_info *fi)
     return classify(path).kind == N_DROP ? inbox_flush(self()->inbox, path) : 0;
 }
 
+/* fsync() of a dropped file: durable when it returns, with the final verdict. */
 static int op_fsync(const char *path, int datasync, struct fuse_file_info *fi)
 {
     (void)datasync;
-    return op_flush(path, fi);
+    if (fi && fi->fh) return 0;
+    return classify(path).kind == N_DROP ? inbox_fsync(self()->inbox, path) : 0;
+}
+
+/* fsync() of a folder (`sync DIR`): every file dropped so far is durable. */
+static int op_fsyncdir(const char *path, int datasync, struct fuse_file_info *fi)
+{
+    (void)path;
+    (void)datasync;
+    (void)fi;
+    inbox_sync(self()->inbox);
+    return 0;
 }
 
 static int op_mkdir(const char *path, mode_t mode)
@@ -730,6 +743,7 @@ static const struct fuse_operations ops = {
     .write = op_write,
     .flush = op_flush,
     .fsync = op_fsync,
+    .fsyncdir = op_fsyncdir,
     .mkdir = op_mkdir,
     .unlink = op_unlink,
     .rmdir = op_rmdir,

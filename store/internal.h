@@ -44,7 +44,9 @@ typedef enum {
     ST_IX_REAL_DEL,
     ST_CHANGE_ADD,
     ST_INSTANCE_LIST,
+    ST_INSTANCE_ONE,
     ST_METADATA_LIST,
+    ST_METADATA_ONE,
     ST_COUNT
 } stmt_id;
 

@@ -43,7 +43,7 @@ store_status store_instances(store_t *s, const char *partition, const char *stud
     db_t *db = db_get(s, err);
     if (!db) return STORE_EIO;
     int64_t part = partition_key(db, partition ? partition : STORE_DEFAULT_PARTITION, false);
-    sqlite3_stmt *st = scoped(db, ST_INSTANCE_LIST, part, study, series, sop);
+    sqlite3_stmt *st = scoped(db, sop ? ST_INSTANCE_ONE : ST_INSTANCE_LIST, part, study, series, sop);
     if (!st) {
         rc = store_seterr(err, STORE_EIO, "index: %s", sqlite3_errmsg(db->h));
         db_put(s, db);
@@ -89,7 +89,7 @@ store_status store_metadata(store_t *s, const char *partition, const char *study
     db_t *db = db_get(s, err);
     if (!db) return STORE_EIO;
     int64_t part = partition_key(db, partition ? partition : STORE_DEFAULT_PARTITION, false);
-    sqlite3_stmt *st = scoped(db, ST_METADATA_LIST, part, study, series, sop);
+    sqlite3_stmt *st = scoped(db, sop ? ST_METADATA_ONE : ST_METADATA_LIST, part, study, series, sop);
     if (!st) {
         rc = store_seterr(err, STORE_EIO, "index: %s", sqlite3_errmsg(db->h));
         db_put(s, db);

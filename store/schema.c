@@ -98,11 +98,22 @@ static const char *const sql[ST_COUNT] = {
         " FROM study st JOIN series se ON se.study=st.key JOIN instance i ON i.series=se.key"
         " WHERE st.partition=?1 AND st.uid=?2 AND (?3 IS NULL OR se.uid=?3) AND (?4 IS NULL OR i.uid=?4)"
         " ORDER BY se.key, i.instance_number, i.watermark",
+    /* One instance: its own statement, so that SQLite uses UNIQUE(series, uid) (the
+     * optional terms of ST_INSTANCE_LIST make it walk the whole series). */
+    [ST_INSTANCE_ONE] =
+        "SELECT i.watermark, st.uid, se.uid, i.uid, i.sop_class, i.transfer_syntax, i.object, i.size,"
+        " i.frame_count, i.created_us"
+        " FROM study st JOIN series se ON se.study=st.key JOIN instance i ON i.series=se.key"
+        " WHERE st.partition=?1 AND st.uid=?2 AND se.uid=?3 AND i.uid=?4",
     [ST_METADATA_LIST] =
         "SELECT i.watermark, (SELECT json FROM metadata m WHERE m.watermark=i.watermark)"
         " FROM study st JOIN series se ON se.study=st.key JOIN instance i ON i.series=se.key"
         " WHERE st.partition=?1 AND st.uid=?2 AND (?3 IS NULL OR se.uid=?3) AND (?4 IS NULL OR i.uid=?4)"
         " ORDER BY se.key, i.instance_number, i.watermark",
+    [ST_METADATA_ONE] =
+        "SELECT i.watermark, (SELECT json FROM metadata m WHERE m.watermark=i.watermark)"
+        " FROM study st JOIN series se ON se.study=st.key JOIN instance i ON i.series=se.key"
+        " WHERE st.partition=?1 AND st.uid=?2 AND se.uid=?3 AND i.uid=?4",
 };
 
 sqlite3_stmt *db_stmt(db_t *db, stmt_id id)

@@ -19,6 +19,9 @@ pass=0 fails=0
 ok() { pass=$((pass + 1)); echo "ok   $*"; }
 fail() { fails=$((fails + 1)); echo "FAIL $*"; }
 check() { local what=$1; shift; if "$@" >/dev/null 2>&1; then ok "$what"; else fail "$what"; fi; }
+# close() gives the verdict; the commit follows within milliseconds and `sync DIR` (an
+# fsync of a folder of the mount) waits for it, as on a disk file system
+settle() { sync "$M/inbox"; }
 
 "$DICOMFS" mount "$A" "$M" >"$SCRATCH/mount.log" 2>&1 &
 PID=$!
@@ -30,6 +33,7 @@ check "the root lists inbox, studies and changes" test -d "$M/inbox" -a -d "$M/s
 
 # cp of one file
 check "cp of a DICOM file into the inbox succeeds" cp "$CORPUS/CT_small.dcm" "$M/inbox/"
+check "sync of the inbox succeeds" settle
 check "the dropped name stays visible with its size" test "$(stat -c %s "$M/inbox/CT_small.dcm")" = "$(stat -c %s "$CORPUS/CT_small.dcm")"
 check "and reads back as the stored bytes (a verifying copier sees them)" cmp "$M/inbox/CT_small.dcm" "$CORPUS/CT_small.dcm"
 ST=1.3.6.1.4.1.5962.1.2.1.20040119072730.12322
@@ -41,6 +45,7 @@ check "study metadata.json is the metadata command's output" \
 
 # a drop at the root
 check "cp to the root of the mount succeeds" cp "$CORPUS/MR_small.dcm" "$M/"
+settle
 check "the root drop is stored" test -n "$("$DICOMFS" find "$A" StudyInstanceUID=1.3.6.1.4.1.5962.1.2.4.20040826185059.5457 | grep 0020000D)"
 
 # a non-DICOM file fails at close, with a reason
@@ -60,6 +65,7 @@ check "and other.dcm.error says it is stored with other content" grep -q "other 
 
 # cp -r of a CD-like folder: images stored, DICOMDIR skipped, README files fail alone
 cp -r "$CORPUS/dicomdirtests" "$M/inbox/" 2>"$SCRATCH/cpr.err"
+settle
 check "cp -r reports only the non-DICOM files" test "$(grep -c 'failed to close' "$SCRATCH/cpr.err")" = 2
 check "DICOMDIR files are skipped silently" test -z "$(grep DICOMDIR "$SCRATCH/cpr.err")"
 n=$("$DICOMFS" find "$A" --level instance limit=200 | grep -o '"00080018"' | wc -l)
@@ -72,12 +78,14 @@ check "rsync's final name is visible" test -f "$M/inbox/rtplan.dcm"
 check "tar -x into the mount succeeds" bash -c "tar cf - -C '$SCRATCH/src' JPEG-lossy.dcm | tar xf - -C '$M/inbox'"
 cp "$CORPUS/waveform_ecg.dcm" "$SCRATCH/src/ecg.dcm"
 check "mv from another file system succeeds" mv "$SCRATCH/src/ecg.dcm" "$M/inbox/"
+settle
 check "rtplan, JPEG-lossy and ecg are stored" test "$("$DICOMFS" find "$A" --level instance SOPInstanceUID=1.2.777.777.77.7.7777.7777.20030903150023,1.3.6.1.4.1.5962.1.1.8.1.5.20040826185059.5457,1.3.6.1.4.1.20029.40.20130125105919.5407.1.1 | grep -o '"00080018"' | wc -l)" = 3
 
 # gio copy (the engine of GNOME Files): create, 1 MiB writes, close, then chmod/utimens
 if command -v gio >/dev/null; then
     cp "$CORPUS/rtstruct.dcm" "$SCRATCH/src/gio.dcm"
     check "gio copy into the mount succeeds" gio copy "$SCRATCH/src/gio.dcm" "$M/inbox/"
+    settle
     check "gio's copy is stored" test -n "$("$DICOMFS" find "$A" --level instance SOPInstanceUID=1.2.826.0.1.3680043.8.498.2010020400001 | grep 00080018)"
     "$DICOMFS" delete "$A" 1.2.826.0.1.3680043.8.498.2010020400001.1 >/dev/null # the feed test below stores it again
     out=$(gio copy "$CORPUS/README.txt" "$M/inbox/gio-readme.txt" 2>&1); rc=$?
@@ -86,6 +94,17 @@ if command -v gio >/dev/null; then
 else
     fail "gio is missing (libglib2.0-bin; tools/install-deps.sh --test installs it)"
 fi
+
+# fsync() of a dropped file returns once it is durable: stored before dd exits
+check "dd conv=fsync into the mount succeeds" dd if="$CORPUS/JPEG2000.dcm" of="$M/inbox/dd.dcm" bs=1M conv=fsync status=none
+check "and the instance is in the archive when fsync returns" \
+    test -n "$("$DICOMFS" find "$A" --level instance SOPInstanceUID=$(dcmdump +P 0008,0018 "$CORPUS/JPEG2000.dcm" | sed 's/.*\[\(.*\)\].*/\1/') | grep 00080018)"
+
+# a shell's "> FILE" (open, dup2, close: a flush before any data) stores the file too
+cp "$CORPUS/CT_small.dcm" "$SCRATCH/src/redir.dcm" && dcmodify -q -nb -m "(0008,0018)=1.2.3.98.1" "$SCRATCH/src/redir.dcm"
+check "cat FILE > mount/inbox/NAME succeeds" bash -c "cat '$SCRATCH/src/redir.dcm' > '$M/inbox/redirected.dcm'"
+settle
+check "and the redirected file is stored" test -n "$("$DICOMFS" find "$A" --level instance SOPInstanceUID=1.2.3.98.1 | grep 00080018)"
 
 # a truncated copy stores nothing
 head -c 20000 "$CORPUS/CT_small.dcm" >"$SCRATCH/src/cut.dcm"
@@ -102,6 +121,7 @@ done
 cps=()
 for i in $(seq 1 20); do cp "$SCRATCH/par/$i.dcm" "$M/inbox/p$i.dcm" & cps+=($!); done
 wait "${cps[@]}" # not a bare wait: the mount runs in the background too
+settle
 check "20 parallel copies are all stored" test "$(ls "$M/studies/1.2.3.99/series/1.2.3.99.1/instances" | wc -l)" = 20
 
 # the tree is read-only where writing makes no sense
