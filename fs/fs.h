@@ -27,6 +27,7 @@ typedef struct {
     bool allow_other;  /* let other users in (with default_permissions) */
     bool allow_delete; /* rm and rm -r of archive content delete it from the archive */
     unsigned inbox_keep; /* seconds a stored drop stays listed (0: FS_INBOX_KEEP) */
+    bool sync_close;     /* close() of a drop returns once it is durable (else: at fsync) */
 } fs_options;
 
 /* Mounts STORE at MOUNTPOINT and serves it from a thread; NULL with ERR on failure.

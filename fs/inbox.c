@@ -48,6 +48,7 @@ typedef struct entry {
 struct inbox {
     store_t *store;
     unsigned keep;      /* seconds a stored file stays listed */
+    bool sync_close;    /* close() waits for the commit, as fsync() does */
     time_t swept;       /* last sweep (CLOCK_MONOTONIC seconds) */
     pthread_mutex_t lock;
     pthread_cond_t committed; /* a queued commit finished */
@@ -79,12 +80,13 @@ static void index_del(inbox *ib, entry *e)
         }
 }
 
-inbox *inbox_new(store_t *store, unsigned keep_seconds)
+inbox *inbox_new(store_t *store, unsigned keep_seconds, bool sync_close)
 {
     inbox *ib = calloc(1, sizeof *ib);
     if (!ib) abort();
     ib->store = store;
     ib->keep = keep_seconds;
+    ib->sync_close = sync_close;
     pthread_mutex_init(&ib->lock, NULL);
     pthread_cond_init(&ib->committed, NULL);
     return ib;
@@ -387,7 +389,13 @@ static int finish_entry(inbox *ib, const char *path, bool last);
  * or for the release after the last close. */
 int inbox_flush(inbox *ib, const char *path)
 {
-    return finish_entry(ib, path, false);
+    int rc = finish_entry(ib, path, false);
+    if (rc || !ib->sync_close) return rc;
+    pthread_mutex_lock(&ib->lock);
+    entry *e = wait_committed(ib, path);
+    rc = e && !e->dir ? e->verdict : 0;
+    pthread_mutex_unlock(&ib->lock);
+    return rc;
 }
 
 void inbox_release(inbox *ib, const char *path)

@@ -20,7 +20,8 @@
 
 typedef struct inbox inbox;
 
-inbox *inbox_new(store_t *store, unsigned keep_seconds);
+/* SYNC_CLOSE: close() waits for durability and reports late failures, as fsync() does. */
+inbox *inbox_new(store_t *store, unsigned keep_seconds, bool sync_close);
 void inbox_free(inbox *ib);
 
 /* Entries are keyed by their path in the mount ("/inbox/cd/IM0001", "/x.dcm"). */

@@ -784,7 +784,7 @@ fs_mount *fs_mount_start(store_t *store, const char *mountpoint, const fs_option
     if (!m) abort();
     m->store = store;
     m->allow_delete = o && o->allow_delete;
-    m->inbox = inbox_new(store, o && o->inbox_keep ? o->inbox_keep : FS_INBOX_KEEP);
+    m->inbox = inbox_new(store, o && o->inbox_keep ? o->inbox_keep : FS_INBOX_KEEP, o && o->sync_close);
     m->search = search_new();
     m->tombs = tombs_new();
     pthread_mutex_init(&m->files_lock, NULL);

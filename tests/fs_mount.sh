@@ -162,10 +162,14 @@ check "and exits 0" test $rc -eq 0
 check "the archive is consistent" "$DICOMFS" fsck "$A"
 
 # the inbox forgets stored files after --inbox-keep (and folders they leave empty);
-# failures stay until removed
-"$DICOMFS" mount "$A" "$M" --inbox-keep 1 >"$SCRATCH/mount2.log" 2>&1 &
+# failures stay until removed. With --sync-close, close() returns once the file is durable.
+"$DICOMFS" mount "$A" "$M" --inbox-keep 1 --sync-close >"$SCRATCH/mount2.log" 2>&1 &
 PID=$!
 for _ in $(seq 50); do mountpoint -q "$M" && break; sleep 0.1; done
+cp "$CORPUS/CT_small.dcm" "$SCRATCH/src/syncclose.dcm" && dcmodify -q -nb -m "(0008,0018)=1.2.3.98.2" "$SCRATCH/src/syncclose.dcm"
+cp "$SCRATCH/src/syncclose.dcm" "$M/inbox/"
+check "--sync-close: the instance is in the archive when cp returns" \
+    test -n "$("$DICOMFS" find "$A" --level instance SOPInstanceUID=1.2.3.98.2 | grep 00080018)"
 mkdir -p "$M/inbox/cd/sub"
 cp "$CORPUS/MR_small.dcm" "$M/inbox/cd/sub/" && cp "$CORPUS/README.txt" "$M/inbox/cd/" 2>/dev/null
 for _ in $(seq 100); do [ ! -e "$M/inbox/cd/sub" ] && break; ls "$M/inbox" >/dev/null; sleep 0.1; done

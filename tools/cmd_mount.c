@@ -14,11 +14,13 @@
 
 static const char usage_text[] =
     "usage: dicomfs mount ARCHIVE MOUNTPOINT [--daemon] [--allow-delete] [--allow-other]\n"
-    "                     [--inbox-keep SECONDS]\n\n"
+    "                     [--inbox-keep SECONDS] [--sync-close]\n\n"
     "Mounts ARCHIVE (created when missing) at MOUNTPOINT:\n"
     "  inbox/      copy DICOM files or whole folders here (or to the top) to store them;\n"
     "              close() fails with a reason for files that are not valid instances\n"
-    "              and NAME.error says why; stored files leave the listing after a while\n"
+    "              and NAME.error says why; stored files leave the listing after a while.\n"
+    "              A file is durable when fsync() on it or `sync DIR` returns (commits of\n"
+    "              a folder copy are grouped; they follow close() within milliseconds)\n"
     "  studies/<study>/series/<series>/instances/<sop>.dcm, and metadata.json files\n"
     "  patients/<Name> (<PatientID>)/<date> <description>/<modality> <number> <description>/<N>.dcm\n"
     "  search/studies|series|instances/<QIDO query>/   links to what matches, e.g.\n"
@@ -30,7 +32,8 @@ static const char usage_text[] =
     "                  archive (otherwise: Permission denied)\n"
     "  --allow-other   let other users use the mount (permissions still apply)\n"
     "  --inbox-keep S  how long a stored file stays listed where it was dropped\n"
-    "                  (default 600 seconds; failed ones stay until removed)\n";
+    "                  (default 600 seconds; failed ones stay until removed)\n"
+    "  --sync-close    close() returns only once the file is durable (slower copies)\n";
 
 /* Forks; the parent waits until the child says the mount is ready (or failed) and
  * exits with its verdict. Returns the write end of that pipe in the child. */
@@ -82,6 +85,8 @@ int cmd_mount(int argc, char **argv)
             fo.allow_delete = true;
         } else if (strcmp(argv[i], "--daemon") == 0) {
             daemon = true;
+        } else if (strcmp(argv[i], "--sync-close") == 0) {
+            fo.sync_close = true;
         } else if (strcmp(argv[i], "--inbox-keep") == 0 && i + 1 < argc) {
             char *end;
             long v = strtol(argv[++i], &end, 10);
