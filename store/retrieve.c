@@ -210,21 +210,13 @@ store_status store_children(store_t *s, const char *partition, const char *study
     *n = 0;
     if ((study && !store_valid_uid(study)) || (series && (!study || !store_valid_uid(series))))
         return store_seterr(err, STORE_EINVAL, "not a valid UID");
-    static const char *const sql[] = {
-        "SELECT st.uid, i.created_us, 0, st.instance_count FROM study st JOIN instance i ON i.watermark=st.rep"
-        " WHERE st.partition=?1 ORDER BY st.uid",
-        "SELECT se.uid, i.created_us, 0, se.instance_count FROM study st JOIN series se ON se.study=st.key"
-        " JOIN instance i ON i.watermark=se.rep WHERE st.partition=?1 AND st.uid=?2 ORDER BY se.uid",
-        "SELECT i.uid, i.created_us, i.size, 1 FROM study st JOIN series se ON se.study=st.key"
-        " JOIN instance i ON i.series=se.key WHERE st.partition=?1 AND st.uid=?2 AND se.uid=?3 ORDER BY i.uid",
-    };
-    int which = series ? 2 : study ? 1 : 0;
+    static const stmt_id which[] = {ST_CHILDREN_STUDIES, ST_CHILDREN_SERIES, ST_CHILDREN_INSTANCES};
     db_t *db = db_get(s, err);
     if (!db) return STORE_EIO;
     int64_t part = partition_key(db, partition ? partition : STORE_DEFAULT_PARTITION, false);
-    sqlite3_stmt *st = NULL;
+    sqlite3_stmt *st = db_stmt(db, which[series ? 2 : study ? 1 : 0]);
     store_status rc = STORE_OK;
-    if (sqlite3_prepare_v2(db->h, sql[which], -1, &st, NULL) != SQLITE_OK) {
+    if (!st) {
         rc = store_seterr(err, STORE_EIO, "index: %s", sqlite3_errmsg(db->h));
     } else {
         sqlite3_bind_int64(st, 1, part);
@@ -243,20 +235,18 @@ store_status store_children(store_t *s, const char *partition, const char *study
             e->size = (uint64_t)sqlite3_column_int64(st, 2);
             e->count = (uint32_t)sqlite3_column_int64(st, 3);
         }
+        sqlite3_reset(st);
     }
-    sqlite3_finalize(st);
     /* An empty list of a study's series means the study is not there. */
     if (rc == STORE_OK && *n == 0 && study) {
-        sqlite3_stmt *q = NULL;
-        sqlite3_prepare_v2(db->h, series ? "SELECT 1 FROM study st JOIN series se ON se.study=st.key WHERE st.partition=?1"
-                                          " AND st.uid=?2 AND se.uid=?3"
-                                        : "SELECT 1 FROM study WHERE partition=?1 AND uid=?2",
-                           -1, &q, NULL);
-        sqlite3_bind_int64(q, 1, part);
-        sqlite3_bind_text(q, 2, study, -1, SQLITE_STATIC);
-        if (series) sqlite3_bind_text(q, 3, series, -1, SQLITE_STATIC);
-        if (sqlite3_step(q) != SQLITE_ROW) rc = store_seterr(err, STORE_ENOTFOUND, "not found");
-        sqlite3_finalize(q);
+        sqlite3_stmt *q = db_stmt(db, series ? ST_SERIES_EXISTS : ST_STUDY_EXISTS);
+        if (q) {
+            sqlite3_bind_int64(q, 1, part);
+            sqlite3_bind_text(q, 2, study, -1, SQLITE_STATIC);
+            if (series) sqlite3_bind_text(q, 3, series, -1, SQLITE_STATIC);
+        }
+        if (!q || sqlite3_step(q) != SQLITE_ROW) rc = store_seterr(err, STORE_ENOTFOUND, "not found");
+        if (q) sqlite3_reset(q);
     }
     db_put(s, db);
     return rc;

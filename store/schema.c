@@ -110,6 +110,17 @@ static const char *const sql[ST_COUNT] = {
         " FROM study st JOIN series se ON se.study=st.key JOIN instance i ON i.series=se.key"
         " WHERE st.partition=?1 AND st.uid=?2 AND (?3 IS NULL OR se.uid=?3) AND (?4 IS NULL OR i.uid=?4)"
         " ORDER BY se.key, i.instance_number, i.watermark",
+    /* Listings (store_children): studies, a study's series, a series' instances. */
+    [ST_CHILDREN_STUDIES] = "SELECT st.uid, i.created_us, 0, st.instance_count FROM study st"
+                            " JOIN instance i ON i.watermark=st.rep WHERE st.partition=?1 ORDER BY st.uid",
+    [ST_CHILDREN_SERIES] = "SELECT se.uid, i.created_us, 0, se.instance_count FROM study st JOIN series se ON se.study=st.key"
+                           " JOIN instance i ON i.watermark=se.rep WHERE st.partition=?1 AND st.uid=?2 ORDER BY se.uid",
+    [ST_CHILDREN_INSTANCES] = "SELECT i.uid, i.created_us, i.size, 1 FROM study st JOIN series se ON se.study=st.key"
+                              " JOIN instance i ON i.series=se.key WHERE st.partition=?1 AND st.uid=?2 AND se.uid=?3"
+                              " ORDER BY i.uid",
+    [ST_STUDY_EXISTS] = "SELECT 1 FROM study WHERE partition=?1 AND uid=?2",
+    [ST_SERIES_EXISTS] = "SELECT 1 FROM study st JOIN series se ON se.study=st.key WHERE st.partition=?1"
+                         " AND st.uid=?2 AND se.uid=?3",
     [ST_METADATA_ONE] =
         "SELECT i.watermark, (SELECT json FROM metadata m WHERE m.watermark=i.watermark)"
         " FROM study st JOIN series se ON se.study=st.key JOIN instance i ON i.series=se.key"
