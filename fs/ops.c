@@ -19,7 +19,7 @@ typedef enum {
     N_SEARCH_QUERY, N_SEARCH_ERROR, N_SEARCH_LINK, N_DROP, N_NONE
 } node_kind;
 
-#define MAX_SEGMENTS 8
+#define MAX_SEGMENTS 8 /* the deepest archive path has 6 (studies/.../instances/x.dcm) */
 
 typedef struct {
     node_kind kind;
@@ -59,7 +59,10 @@ static node classify(const char *path)
     for (const char *p = path; *p;) {
         while (*p == '/') p++;
         if (!*p) break;
-        if (count == MAX_SEGMENTS) return n; /* deeper than any node: N_NONE */
+        if (count == MAX_SEGMENTS) { /* deeper than any archive node: only the inbox nests */
+            if (len[0] == 5 && strncmp(seg[0], "inbox", 5) == 0) n.kind = N_DROP;
+            return n;
+        }
         seg[count] = p;
         len[count] = strcspn(p, "/");
         p += len[count++];

@@ -71,6 +71,11 @@ check "DICOMDIR files are skipped silently" test -z "$(grep DICOMDIR "$SCRATCH/c
 n=$("$DICOMFS" find "$A" --level instance limit=200 | grep -o '"00080018"' | wc -l)
 check "every image of the folder is stored ($n instances)" test "$n" -ge 40
 
+# folders nested deeper than the archive's own tree
+D="$M/inbox/a/b/c/d/e/f/g/h/i"
+check "mkdir -p of 10 levels in the inbox succeeds" mkdir -p "$D"
+check "and a copy into the deepest one succeeds" cp "$CORPUS/MR_small.dcm" "$D/"
+
 # rsync (temp name, then rename), tar, mv from another file system
 cp "$CORPUS/rtplan.dcm" "$CORPUS/JPEG-lossy.dcm" "$SCRATCH/src/"
 check "rsync -a into the mount succeeds" rsync -a "$SCRATCH/src/rtplan.dcm" "$M/inbox/"
