@@ -1,6 +1,5 @@
 /* names.c — see names.h. */
 #include <inttypes.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -133,11 +132,11 @@ static void name_of(store_browse_level level, const store_browse_entry *e, bool 
     memcpy(out, big, strlen(big) + 1);
 }
 
-static const names_buf *sort_names;
-static int by_name(const void *a, const void *b)
+static int by_name(const void *a, const void *b, void *names)
 {
+    const names_buf *n = names;
     size_t i = *(const size_t *)a, j = *(const size_t *)b;
-    int c = strcmp(sort_names[i], sort_names[j]);
+    int c = strcmp(n[i], n[j]);
     return c ? c : (i > j) - (i < j); /* equal names: arrival order */
 }
 
@@ -147,14 +146,7 @@ void names_for(store_browse_level level, const store_browse_entry *e, size_t n, 
     size_t *ix = malloc((n ? n : 1) * sizeof *ix);
     if (!ix) abort();
     for (size_t i = 0; i < n; i++) ix[i] = i;
-    /* qsort's comparator has no context argument; names are computed per call, so a
-     * file-level pointer is set under a lock. */
-    static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
-    pthread_mutex_lock(&lock);
-    sort_names = out;
-    qsort(ix, n, sizeof *ix, by_name);
-    sort_names = NULL;
-    pthread_mutex_unlock(&lock);
+    qsort_r(ix, n, sizeof *ix, by_name, out);
     for (size_t g = 0; g < n;) {
         size_t h = g + 1;
         while (h < n && strcmp(out[ix[g]], out[ix[h]]) == 0) h++;

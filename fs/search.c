@@ -139,18 +139,17 @@ static int run(fs_mount *m, store_level level, const char *query, search_result 
     return 0;
 }
 
-static search_entry *sort_base;
-static int by_name(const void *a, const void *b)
+static int by_name(const void *a, const void *b, void *entries)
 {
-    return strcmp(sort_base[*(const size_t *)a].name, sort_base[*(const size_t *)b].name);
+    const search_entry *e = entries;
+    return strcmp(e[*(const size_t *)a].name, e[*(const size_t *)b].name);
 }
 
 /* The same UID can name two series (in different studies) or two instances: the later
  * ones get " ~2", " ~3"... so that every entry has a name of its own. */
 static void sort_and_dedupe(search_result *r)
 {
-    sort_base = r->e; /* caller holds the cache lock */
-    qsort(r->sorted, r->n, sizeof *r->sorted, by_name);
+    qsort_r(r->sorted, r->n, sizeof *r->sorted, by_name, r->e);
     for (size_t g = 0; g < r->n;) {
         size_t h = g + 1;
         while (h < r->n && strcmp(r->e[r->sorted[g]].name, r->e[r->sorted[h]].name) == 0) h++;
@@ -166,8 +165,7 @@ static void sort_and_dedupe(search_result *r)
         }
         g = h;
     }
-    qsort(r->sorted, r->n, sizeof *r->sorted, by_name);
-    sort_base = NULL;
+    qsort_r(r->sorted, r->n, sizeof *r->sorted, by_name, r->e);
 }
 
 /* The current result of LEVEL/QUERY, computed or cached; returns the slot with the
