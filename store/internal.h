@@ -51,6 +51,7 @@ typedef enum {
     ST_CHILDREN_SERIES,
     ST_CHILDREN_INSTANCES,
     ST_STUDY_EXISTS,
+    ST_FRAMES,
     ST_SERIES_EXISTS,
     ST_COUNT
 } stmt_id;

@@ -184,9 +184,10 @@ store_status store_frame_ranges(store_t *s, const store_instance *inst, uint32_t
                             inst->frames);
     db_t *db = db_get(s, err);
     if (!db) return STORE_EIO;
-    sqlite3_stmt *st = NULL;
+    /* A cached statement: a request for many frames asks once per frame. */
+    sqlite3_stmt *st = db_stmt(db, ST_FRAMES);
     store_status rc = STORE_OK;
-    if (sqlite3_prepare_v2(db->h, "SELECT frames FROM instance WHERE watermark=?", -1, &st, NULL) != SQLITE_OK) {
+    if (!st) {
         rc = store_seterr(err, STORE_EIO, "index: %s", sqlite3_errmsg(db->h));
     } else {
         sqlite3_bind_int64(st, 1, inst->watermark);
@@ -197,8 +198,8 @@ store_status store_frame_ranges(store_t *s, const store_instance *inst, uint32_t
             if (r == 1) rc = store_seterr(err, STORE_ENOTFOUND, "frame %u does not exist", frame);
             else if (r != 0) rc = store_seterr(err, STORE_EUNSUPPORTED, "the frame offsets of this instance are not known; decode it");
         }
+        sqlite3_reset(st);
     }
-    sqlite3_finalize(st);
     db_put(s, db);
     return rc;
 }

@@ -118,6 +118,7 @@ static const char *const sql[ST_COUNT] = {
     [ST_CHILDREN_INSTANCES] = "SELECT i.uid, i.created_us, i.size, 1 FROM study st JOIN series se ON se.study=st.key"
                               " JOIN instance i ON i.series=se.key WHERE st.partition=?1 AND st.uid=?2 AND se.uid=?3"
                               " ORDER BY i.uid",
+    [ST_FRAMES] = "SELECT frames FROM instance WHERE watermark=?1",
     [ST_STUDY_EXISTS] = "SELECT 1 FROM study WHERE partition=?1 AND uid=?2",
     [ST_SERIES_EXISTS] = "SELECT 1 FROM study st JOIN series se ON se.study=st.key WHERE st.partition=?1"
                          " AND st.uid=?2 AND se.uid=?3",
