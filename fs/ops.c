@@ -488,18 +488,23 @@ static void free_open_file(fs_mount *m, open_file *f)
     free(f);
 }
 
+/* Opens TEXT (taken over) as a read-only file of generated text. */
+static int open_text(struct fuse_file_info *fi, char *text)
+{
+    open_file *f = new_open_file();
+    f->text = text;
+    f->len = strlen(text);
+    fi->fh = (uint64_t)(uintptr_t)f;
+    fi->direct_io = 1;
+    return 0;
+}
+
 static int op_open(const char *path, struct fuse_file_info *fi)
 {
     node n = classify(path);
     if (n.kind == N_DROP) {
         char *why = inbox_error_text(self()->inbox, path);
-        if (!why) return 0; /* reads of drops go to the inbox */
-        open_file *f = new_open_file();
-        f->text = why;
-        f->len = strlen(why);
-        fi->fh = (uint64_t)(uintptr_t)f;
-        fi->direct_io = 1;
-        return 0;
+        return why ? open_text(fi, why) : 0; /* reads of drops go to the inbox */
     }
     if ((fi->flags & O_ACCMODE) != O_RDONLY) return -EACCES;
     if (n.kind == N_CHANGES_FEED) {
@@ -516,12 +521,7 @@ static int op_open(const char *path, struct fuse_file_info *fi)
             free(why);
             return rc ? rc : -EISDIR;
         }
-        open_file *f = new_open_file();
-        f->text = why;
-        f->len = strlen(why);
-        fi->fh = (uint64_t)(uintptr_t)f;
-        fi->direct_io = 1;
-        return 0;
+        return open_text(fi, why);
     }
     if (n.kind == N_PATIENTS) { /* an instance file of the patients view */
         patients_node p;
