@@ -464,6 +464,7 @@ static int finish_entry(inbox *ib, const char *path, bool last)
     } else {
         e->commits--;
         if (e->orphan && e->commits == 0) entry_free(e);
+        pthread_cond_broadcast(&ib->committed); /* an fsync may wait for this hold */
     }
     pthread_mutex_unlock(&ib->lock);
     free(error);
