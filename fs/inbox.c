@@ -615,7 +615,7 @@ static void fill_stat(const entry *e, struct stat *st)
 {
     memset(st, 0, sizeof *st);
     st->st_mode = (e->dir ? S_IFDIR : S_IFREG) | e->mode;
-    st->st_nlink = e->dir ? 2 : 1;
+    st->st_nlink = 1; /* folders too: 1 tells find not to count subfolders by links */
     st->st_size = (off_t)e->size;
     st->st_mtim = st->st_ctim = st->st_atim = e->mtime;
     st->st_blksize = 4096;

@@ -120,7 +120,7 @@ void fs_dir_stat(struct stat *st, int64_t us)
 {
     memset(st, 0, sizeof *st);
     st->st_mode = S_IFDIR | 0555;
-    st->st_nlink = 2;
+    st->st_nlink = 1; /* the number of subfolders is not known cheaply; 1 says so (as btrfs) */
     st->st_mtim.tv_sec = us / 1000000;
     st->st_mtim.tv_nsec = (long)(us % 1000000) * 1000;
     st->st_ctim = st->st_atim = st->st_mtim;
