@@ -11,13 +11,14 @@
 #include "web.h"
 
 static const char usage_text[] =
-    "usage: dicomfs serve ARCHIVE [--http HOST:PORT] [--cors ORIGIN] [--mount DIR [--allow-delete]]\n\n"
+    "usage: dicomfs serve ARCHIVE [--http HOST:PORT] [--cors ORIGIN]\n"
+    "                    [--mount DIR [--allow-delete] [--sync-close] [--inbox-keep S]]\n\n"
     "Serves ARCHIVE (created when missing) over DICOMweb as the Azure DICOM service does:\n"
     "STOW-RS, QIDO-RS, WADO-RS and DELETE under /v1/ and /v2/, and /health/check.\n\n"
     "  --http HOST:PORT  where to listen (default 127.0.0.1:8080; port 0 picks a free one)\n"
     "  --cors ORIGIN     Access-Control-Allow-Origin for browser viewers (default *)\n"
     "  --mount DIR       also mount the archive at DIR (see dicomfs mount --help)\n"
-    "  --allow-delete    the mount deletes what rm removes (see dicomfs mount --help)\n\n"
+    "  --allow-delete, --sync-close, --inbox-keep S   the mount's options (dicomfs mount --help)\n\n"
     "Prints 'dicomfs: serving ARCHIVE at http://HOST:PORT' once it listens; stops cleanly\n"
     "on SIGINT or SIGTERM, finishing the requests in progress.\n";
 
@@ -25,6 +26,7 @@ int cmd_serve(int argc, char **argv)
 {
     static const struct option opts[] = {{"http", required_argument, NULL, 'H'}, {"cors", required_argument, NULL, 'c'},
                                          {"mount", required_argument, NULL, 'm'}, {"allow-delete", no_argument, NULL, 'd'},
+                                         {"sync-close", no_argument, NULL, 's'}, {"inbox-keep", required_argument, NULL, 'k'},
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
     const char *mountpoint = NULL;
@@ -50,6 +52,17 @@ int cmd_serve(int argc, char **argv)
         case 'c': wo.cors_origin = optarg; break;
         case 'm': mountpoint = optarg; break;
         case 'd': fo.allow_delete = true; break;
+        case 's': fo.sync_close = true; break;
+        case 'k': {
+            char *end;
+            long v = strtol(optarg, &end, 10);
+            if (*end || v < 1 || v > 86400L * 365) {
+                fprintf(stderr, "dicomfs serve: --inbox-keep wants seconds (1 or more), not '%s'\n", optarg);
+                return 2;
+            }
+            fo.inbox_keep = (unsigned)v;
+            break;
+        }
         case 'h': fputs(usage_text, stdout); return 0;
         default: fputs(usage_text, stderr); return 2;
         }
