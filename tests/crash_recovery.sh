@@ -148,7 +148,8 @@ while :; do
     check "round $round: every instance reported stored so far is present" check_present "${outs[@]}"
     fsck_out=$("$DICOMFS" fsck "$ARCHIVE" 2>&1)
     frc=$?
-    if [ ! -e "$ARCHIVE" ] && [ "$nstored" = 0 ]; then
+    if [ ! -e "$ARCHIVE/index.db" ] && [ "$nstored" = 0 ]; then
+        # killed while creating it: nothing was acknowledged; the next ingest creates it
         ok "round $round: killed before the archive was created (fsck exit $frc)"
         continue
     fi
