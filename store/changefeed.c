@@ -13,20 +13,26 @@
     "   WHERE st.partition=c.partition AND st.uid=c.study_uid AND se.uid=c.series_uid AND i.uid=c.sop_uid)" \
     " FROM changefeed c JOIN partition p ON p.key=c.partition"
 
-static json_t *entry(db_t *db, sqlite3_stmt *row, sqlite3_stmt *meta, bool include_metadata)
+/* The immutable fields of a change (columns 0-6 of COLUMNS and of the lines' query). */
+static json_t *change_fields(sqlite3_stmt *row)
+{
+    char ts[40];
+    store_format_time(sqlite3_column_int64(row, 1), ts);
+    return json_pack("{s:I, s:s, s:s, s:s, s:s, s:s, s:s}", "sequence", (json_int_t)sqlite3_column_int64(row, 0),
+                     "partitionName", (const char *)sqlite3_column_text(row, 3), "studyInstanceUid",
+                     (const char *)sqlite3_column_text(row, 4), "seriesInstanceUid",
+                     (const char *)sqlite3_column_text(row, 5), "sopInstanceUid",
+                     (const char *)sqlite3_column_text(row, 6), "action", (const char *)sqlite3_column_text(row, 2),
+                     "timestamp", ts);
+}
+
+static json_t *entry(sqlite3_stmt *row, sqlite3_stmt *meta, bool include_metadata)
 {
     int64_t wm = sqlite3_column_int64(row, 7);
     bool live = sqlite3_column_type(row, 8) != SQLITE_NULL;
     int64_t now_wm = live ? sqlite3_column_int64(row, 8) : 0;
-    const char *state = !live ? "deleted" : now_wm == wm ? "current" : "replaced";
-    char ts[40];
-    store_format_time(sqlite3_column_int64(row, 1), ts);
-    json_t *e = json_pack("{s:I, s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "sequence", (json_int_t)sqlite3_column_int64(row, 0),
-                          "partitionName", (const char *)sqlite3_column_text(row, 3), "studyInstanceUid",
-                          (const char *)sqlite3_column_text(row, 4), "seriesInstanceUid",
-                          (const char *)sqlite3_column_text(row, 5), "sopInstanceUid",
-                          (const char *)sqlite3_column_text(row, 6), "action", (const char *)sqlite3_column_text(row, 2),
-                          "timestamp", ts, "state", state);
+    json_t *e = change_fields(row);
+    json_object_set_new(e, "state", json_string(!live ? "deleted" : now_wm == wm ? "current" : "replaced"));
     if (include_metadata && live) {
         sqlite3_reset(meta);
         sqlite3_bind_int64(meta, 1, now_wm);
@@ -35,7 +41,6 @@ static json_t *entry(db_t *db, sqlite3_stmt *row, sqlite3_stmt *meta, bool inclu
             if (m) json_object_set_new(e, "metadata", m);
         }
     }
-    (void)db;
     return e;
 }
 
@@ -52,7 +57,7 @@ static store_status run_feed(store_t *s, const char *sql, const int64_t *args, i
     } else {
         for (int i = 0; i < nargs; i++) sqlite3_bind_int64(st, i + 1, args[i]);
         int r;
-        while ((r = sqlite3_step(st)) == SQLITE_ROW) json_array_append_new(out, entry(db, st, meta, include_metadata));
+        while ((r = sqlite3_step(st)) == SQLITE_ROW) json_array_append_new(out, entry(st, meta, include_metadata));
         if (r != SQLITE_DONE) rc = store_seterr(err, STORE_EIO, "index: %s", sqlite3_errstr(r));
     }
     sqlite3_finalize(st);
@@ -143,14 +148,7 @@ store_status store_changefeed_lines(store_t *s, int64_t after, int max, char **t
         char *buf = malloc(cap);
         if (!buf) abort();
         while (sqlite3_step(st) == SQLITE_ROW) {
-            char ts[40];
-            store_format_time(sqlite3_column_int64(st, 1), ts);
-            json_t *e = json_pack("{s:I, s:s, s:s, s:s, s:s, s:s, s:s}", "sequence", (json_int_t)sqlite3_column_int64(st, 0),
-                                  "partitionName", (const char *)sqlite3_column_text(st, 3), "studyInstanceUid",
-                                  (const char *)sqlite3_column_text(st, 4), "seriesInstanceUid",
-                                  (const char *)sqlite3_column_text(st, 5), "sopInstanceUid",
-                                  (const char *)sqlite3_column_text(st, 6), "action",
-                                  (const char *)sqlite3_column_text(st, 2), "timestamp", ts);
+            json_t *e = change_fields(st);
             char *line = json_dumps(e, JSON_COMPACT);
             json_decref(e);
             if (!line) abort();
