@@ -343,22 +343,28 @@ static std::string tag_text(const DcmTagKey &k)
     return b;
 }
 
-/* A value as it may appear in a message: printable ASCII, other bytes as \xNN, at
- * most MAX bytes of the original. */
+extern "C" void dcm_printable(const char *v, size_t len, size_t max, char *out, size_t cap)
+{
+    if (cap == 0) return;
+    size_t o = 0, i = 0;
+    for (; i < len && i < max; i++) {
+        unsigned char c = (unsigned char)v[i];
+        bool plain = c >= 0x20 && c < 0x7f && c != '"' && c != '\\';
+        if (o + (plain ? 1 : 4) + 3 >= cap) break; /* room for "..." and the NUL */
+        if (plain) out[o++] = (char)c;
+        else o += (size_t)snprintf(out + o, cap - o, "\\x%02x", c);
+    }
+    if (i < len && o + 3 < cap) {
+        memcpy(out + o, "...", 3);
+        o += 3;
+    }
+    out[o] = 0;
+}
+
 static std::string printable(const char *v, size_t len, size_t max)
 {
-    std::string out;
-    for (size_t i = 0; i < len && i < max; i++) {
-        unsigned char c = (unsigned char)v[i];
-        if (c >= 0x20 && c < 0x7f && c != '"' && c != '\\') {
-            out += (char)c;
-        } else {
-            char b[8];
-            snprintf(b, sizeof b, "\\x%02x", c);
-            out += b;
-        }
-    }
-    if (len > max) out += "...";
+    char out[4 * 64 + 8];
+    dcm_printable(v, len, max < 64 ? max : 64, out, sizeof out);
     return out;
 }
 

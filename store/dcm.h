@@ -101,6 +101,11 @@ int dcm_frame_native(const char *path, uint32_t frame, unsigned char **out, size
 int dcm_render(const char *path, uint32_t frame, bool png, int quality, unsigned char **out, size_t *len, char *err,
                size_t errlen);
 
+/* A raw value as it may appear in a message (ErrorComment, failure reasons): printable
+ * ASCII, other bytes and quotes as \xNN; at most MAX bytes of V, "..." when cut; OUT
+ * (CAP bytes) always ends with NUL. */
+void dcm_printable(const char *v, size_t len, size_t max, char *out, size_t cap);
+
 /* Dictionary: keyword ("PatientName") to tag and VR; tag to keyword. 0 or -1. */
 int dcm_tag_by_keyword(const char *keyword, uint32_t *tag, char vr[3]);
 int dcm_tag_info(uint32_t tag, char *keyword, size_t len, char vr[3]);

@@ -68,24 +68,11 @@ static void add_failed(store_item *item, const char *line)
     item->result.failed_attributes = p;
 }
 
-/* A raw value as it may appear in a message: printable ASCII, other bytes as \xNN. */
-static void printable(const char *v, char *out, size_t cap)
-{
-    size_t o = 0;
-    for (const unsigned char *p = (const unsigned char *)v; *p && o + 5 < cap; p++) {
-        if (*p >= 0x20 && *p < 0x7f && *p != '"' && *p != '\\')
-            out[o++] = (char)*p;
-        else
-            o += (size_t)snprintf(out + o, cap - o, "\\x%02x", *p);
-    }
-    out[o] = 0;
-}
-
 /* Checks one required UID; false (and the item rejected) when it fails. */
 static bool check_uid(store_item *item, const dcm_attr *a, const char *name, const char *tag)
 {
     char line[400], shown[100];
-    printable(a->value, shown, sizeof shown);
+    dcm_printable(a->value, strlen(a->value), 70, shown, sizeof shown);
     if (!a->present || a->value[0] == 0)
         snprintf(line, sizeof line, "DICOM100: %s - %s is missing or empty; it is required", tag, name);
     else if (a->truncated || !store_valid_uid(a->value))
