@@ -459,7 +459,7 @@ static void frames_native(const char *path, DcmDataset *ds, DcmElement *px, uint
     uint64_t bits_per_frame = (uint64_t)rows * cols * spp * bits;
     if (bits_per_frame == 0 || bits_per_frame % 8 != 0) return; /* 1-bit frames are not byte aligned */
     uint64_t size = bits_per_frame / 8;
-    if (size * count > px->getLength()) return;
+    if (count > px->getLength() / size) return; /* (not size * count: it can wrap) */
     long long off = deferred_offset(px);
     if (off < 0) off = pixel_value_offset_by_parse(path);
     if (off < 4) return;

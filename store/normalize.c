@@ -69,7 +69,8 @@ static locale_t utf8_locale(void)
 char *norm_fold(const char *in)
 {
     size_t len = strlen(in);
-    char *out = malloc(len * 2 + 1); /* a 2-byte letter can become two 1-byte ones */
+    /* A 2-byte letter can become two 1-byte ones, and an invalid byte U+FFFD (3 bytes). */
+    char *out = malloc(len * 3 + 1);
     if (!out) abort();
     char *o = out;
     const unsigned char *p = (const unsigned char *)in;

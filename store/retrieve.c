@@ -197,6 +197,15 @@ store_status store_frame_ranges(store_t *s, const store_instance *inst, uint32_t
             int r = frames_decode(sqlite3_column_blob(st, 0), (size_t)sqlite3_column_bytes(st, 0), frame, ranges, n);
             if (r == 1) rc = store_seterr(err, STORE_ENOTFOUND, "frame %u does not exist", frame);
             else if (r != 0) rc = store_seterr(err, STORE_EUNSUPPORTED, "the frame offsets of this instance are not known; decode it");
+            /* Never hand out a range outside the object file, whatever the index says. */
+            for (size_t i = 0; rc == STORE_OK && i < *n; i++)
+                if ((*ranges)[i].offset > inst->size || (*ranges)[i].length > inst->size - (*ranges)[i].offset)
+                    rc = store_seterr(err, STORE_EUNSUPPORTED, "the frame offsets of this instance are not usable; decode it");
+            if (rc != STORE_OK) {
+                free(*ranges);
+                *ranges = NULL;
+                *n = 0;
+            }
         }
         sqlite3_reset(st);
     }

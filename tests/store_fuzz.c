@@ -99,6 +99,23 @@ int main(void)
         free(orig);
     }
     printf("fuzz: %d stored, %d rejected\n", stored, rejected);
+
+    /* Hostile query values: invalid UTF-8 (each byte folds to U+FFFD, 3 bytes), every
+     * kind of filter; answered or refused, never a crash (ASan checks the buffers). */
+    char junk[257];
+    memset(junk, 0xFF, sizeof junk - 1);
+    junk[sizeof junk - 1] = 0;
+    const char *keys[] = {"PatientID", "PatientName", "StudyDescription", "AccessionNumber", "ModalitiesInStudy"};
+    for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++)
+        for (int fuzzy = 0; fuzzy < 2; fuzzy++) {
+            store_param p[2] = {{keys[k], junk}, {"fuzzymatching", fuzzy ? "true" : "false"}};
+            store_query q = {.level = STORE_LEVEL_STUDY, .params = p, .n_params = 2};
+            store_find_result fr;
+            store_status st = store_find(s, &q, &fr, NULL);
+            CHECK(st == STORE_OK || st == STORE_EINVAL, "%s=<invalid UTF-8> (fuzzy %d): answered or refused (%d)", keys[k],
+                  fuzzy, st);
+            store_find_result_clear(&fr);
+        }
     CHECK(silent == 0, "every rejection says why (%d did not)", silent);
     store_fsck_report rep;
     CHECK(store_fsck(s, false, NULL, NULL, &rep, NULL) == STORE_OK, "fsck is clean after hostile input");
