@@ -470,7 +470,6 @@ static store_status find_keys(db_t *db, const store_query *q, const parsed_query
 /* ---- Dressing the results --------------------------------------------------------- */
 
 typedef struct {
-    db_t *db;
     sqlite3_stmt *attrs;  /* attrs of a watermark */
     sqlite3_stmt *meta;   /* full metadata of a watermark */
     sqlite3_stmt *study;  /* rep, counts of a study */
@@ -601,33 +600,22 @@ static json_t *dress(dresser *d, const store_query *q, int64_t key, const uint32
     return out;
 }
 
+/* The dresser's statements are the connection's cached ones: reset, never finalized. */
 static void dresser_close(dresser *d)
 {
-    sqlite3_finalize(d->attrs);
-    sqlite3_finalize(d->meta);
-    sqlite3_finalize(d->study);
-    sqlite3_finalize(d->series);
-    sqlite3_finalize(d->inst);
-    sqlite3_finalize(d->mods);
+    sqlite3_stmt *all[] = {d->attrs, d->meta, d->study, d->series, d->inst, d->mods};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        if (all[i]) sqlite3_reset(all[i]);
 }
 
 static int dresser_open(dresser *d, db_t *db)
 {
     memset(d, 0, sizeof *d);
-    d->db = db;
-    sqlite3 *h = db->h;
-    int rc = sqlite3_prepare_v2(h, "SELECT attrs FROM instance WHERE watermark=?", -1, &d->attrs, NULL);
-    if (rc == SQLITE_OK) rc = sqlite3_prepare_v2(h, "SELECT json FROM metadata WHERE watermark=?", -1, &d->meta, NULL);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_prepare_v2(h, "SELECT rep, series_count, instance_count FROM study WHERE key=?", -1, &d->study, NULL);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_prepare_v2(h, "SELECT rep, study, instance_count FROM series WHERE key=?", -1, &d->series, NULL);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_prepare_v2(h, "SELECT study, series FROM instance WHERE watermark=?", -1, &d->inst, NULL);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_prepare_v2(h, "SELECT DISTINCT modality FROM series WHERE study=? AND modality<>'' ORDER BY modality",
-                                -1, &d->mods, NULL);
-    return rc;
+    if (!(d->attrs = db_stmt(db, ST_DRESS_ATTRS)) || !(d->meta = db_stmt(db, ST_DRESS_META)) ||
+        !(d->study = db_stmt(db, ST_DRESS_STUDY)) || !(d->series = db_stmt(db, ST_DRESS_SERIES)) ||
+        !(d->inst = db_stmt(db, ST_DRESS_INSTANCE)) || !(d->mods = db_stmt(db, ST_DRESS_MODALITIES)))
+        return SQLITE_ERROR;
+    return SQLITE_OK;
 }
 
 static int cmp_tag(const void *a, const void *b)

@@ -119,6 +119,13 @@ static const char *const sql[ST_COUNT] = {
                               " JOIN instance i ON i.series=se.key WHERE st.partition=?1 AND st.uid=?2 AND se.uid=?3"
                               " ORDER BY i.uid",
     [ST_FRAMES] = "SELECT frames FROM instance WHERE watermark=?1",
+    /* Dressing QIDO results (query.c). */
+    [ST_DRESS_ATTRS] = "SELECT attrs FROM instance WHERE watermark=?1",
+    [ST_DRESS_META] = "SELECT json FROM metadata WHERE watermark=?1",
+    [ST_DRESS_STUDY] = "SELECT rep, series_count, instance_count FROM study WHERE key=?1",
+    [ST_DRESS_SERIES] = "SELECT rep, study, instance_count FROM series WHERE key=?1",
+    [ST_DRESS_INSTANCE] = "SELECT study, series FROM instance WHERE watermark=?1",
+    [ST_DRESS_MODALITIES] = "SELECT DISTINCT modality FROM series WHERE study=?1 AND modality<>'' ORDER BY modality",
     [ST_STUDY_EXISTS] = "SELECT 1 FROM study WHERE partition=?1 AND uid=?2",
     [ST_SERIES_EXISTS] = "SELECT 1 FROM study st JOIN series se ON se.study=st.key WHERE st.partition=?1"
                          " AND st.uid=?2 AND se.uid=?3",
