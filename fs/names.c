@@ -1,4 +1,5 @@
 /* names.c — see names.h. */
+#include <ctype.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -99,7 +100,8 @@ static void name_of(store_browse_level level, const store_browse_entry *e, bool 
     case STORE_BROWSE_PATIENTS:
         names_person(e->text, a, sizeof a);
         encode_id(e->patient_id, id, sizeof id);
-        cut(a, NAMES_MAX - strlen(sfx) - strlen(id) - 3 > 16 ? NAMES_MAX - strlen(sfx) - strlen(id) - 3 : 16);
+        long room = (long)NAMES_MAX - (long)(strlen(sfx) + strlen(id) + 3); /* the name keeps its ID */
+        cut(a, room > 16 ? (size_t)room : 16);
         snprintf(big, sizeof big, "%s%s (%s)", a, sfx, id);
         break;
     case STORE_BROWSE_STUDIES: {
@@ -108,7 +110,7 @@ static void name_of(store_browse_level level, const store_browse_entry *e, bool 
         if (iso) snprintf(a, sizeof a, "%.4s-%.2s-%.2s", d, d + 4, d + 6);
         else names_clean(*d ? d : "no date", a, sizeof a);
         names_clean(e->text, b, sizeof b);
-        cut(b, NAMES_MAX - strlen(a) - strlen(sfx) - 1);
+        cut(b, NAMES_MAX > strlen(a) + strlen(sfx) + 1 ? NAMES_MAX - strlen(a) - strlen(sfx) - 1 : 0);
         snprintf(big, sizeof big, "%s%s%s%s", a, *b ? " " : "", b, sfx);
         break;
     }
@@ -118,7 +120,7 @@ static void name_of(store_browse_level level, const store_browse_entry *e, bool 
         if (e->has_number) snprintf(num, sizeof num, "%" PRId64, e->number);
         names_clean(e->text, b, sizeof b);
         snprintf(a, sizeof a, "%s%s%s", mod, *mod && *num ? " " : "", num);
-        cut(b, NAMES_MAX - strlen(a) - strlen(sfx) - 1);
+        cut(b, NAMES_MAX > strlen(a) + strlen(sfx) + 1 ? NAMES_MAX - strlen(a) - strlen(sfx) - 1 : 0);
         snprintf(big, sizeof big, "%s%s%s%s", a, *a && *b ? " " : "", b, sfx);
         if (!*a && !*b) snprintf(big, sizeof big, "series%s", sfx);
         break;
@@ -166,6 +168,8 @@ void names_plain(store_browse_level level, const store_browse_entry *e, names_bu
     name_of(level, e, false, out);
 }
 
+static int hexval(char c) { return c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10; }
+
 bool names_patient_id(const char *name, char *id, size_t cap)
 {
     size_t len = strlen(name);
@@ -175,9 +179,8 @@ bool names_patient_id(const char *name, char *id, size_t cap)
     for (const char *p = open + 1; p < name + len - 1; p++) {
         if (o + 1 >= cap) return false;
         if (*p == '%') {
-            unsigned v;
-            if (sscanf(p + 1, "%2x", &v) != 1 || !p[1] || !p[2]) return false;
-            id[o++] = (char)v;
+            if (!isxdigit((unsigned char)p[1]) || !isxdigit((unsigned char)p[2])) return false;
+            id[o++] = (char)(hexval(p[1]) << 4 | hexval(p[2]));
             p += 2;
         } else {
             id[o++] = *p;

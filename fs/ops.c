@@ -48,19 +48,30 @@ static bool take_uid(char *dst, const char *seg, size_t len)
     return store_valid_uid(dst);
 }
 
-/* Classifies PATH; N_DROP for anything under /inbox and unknown names at the root. */
+/* The names of the root's own folders; every other name at the root is a drop. */
+static bool reserved(const char *seg, size_t len)
+{
+    static const char *const names[] = {"inbox", "studies", "patients", "search", "changes"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (len == strlen(names[i]) && strncmp(seg, names[i], len) == 0) return true;
+    return false;
+}
+
+/* Classifies PATH; N_DROP for anything under /inbox and under unknown names at the root. */
 static node classify(const char *path)
 {
     node n;
     memset(&n, 0, sizeof n);
     n.kind = N_NONE;
+    if (!path) return n; /* an open file removed meanwhile (hard_remove): nothing by name */
     const char **seg = n.seg;
     size_t *len = n.len, count = 0;
     for (const char *p = path; *p;) {
         while (*p == '/') p++;
         if (!*p) break;
-        if (count == MAX_SEGMENTS) { /* deeper than any archive node: only the inbox nests */
-            if (len[0] == 5 && strncmp(seg[0], "inbox", 5) == 0) n.kind = N_DROP;
+        if (count == MAX_SEGMENTS) { /* deeper than any archive node: only drops nest */
+            bool inbox = len[0] == 5 && strncmp(seg[0], "inbox", 5) == 0;
+            if (inbox || !reserved(seg[0], len[0])) n.kind = N_DROP;
             return n;
         }
         seg[count] = p;
@@ -109,8 +120,8 @@ static node classify(const char *path)
     } else if (IS(0, "search")) {
         n.kind = count == 1 ? N_SEARCH : count == 2 ? N_SEARCH_LEVEL : count == 3 ? N_SEARCH_QUERY
                : count == 4 ? N_SEARCH_LINK : N_NONE;
-    } else if (count == 1) {
-        n.kind = N_DROP; /* a drop at the root */
+    } else if (!reserved(seg[0], len[0])) {
+        n.kind = N_DROP; /* a drop at the root, or in a folder dropped there */
     }
 #undef IS
     return n;
@@ -556,7 +567,7 @@ static int op_open(const char *path, struct fuse_file_info *fi)
 static int op_read(const char *path, char *buf, size_t size, off_t off, struct fuse_file_info *fi)
 {
     open_file *f = (open_file *)(uintptr_t)fi->fh;
-    if (!f) return inbox_read(self()->inbox, path, buf, size, off);
+    if (!f) return path ? inbox_read(self()->inbox, path, buf, size, off) : -ENOENT;
     if (f->feed) return feed_read(self(), buf, size, off);
     if (f->fd >= 0) {
         ssize_t n = pread(f->fd, buf, size, off);
@@ -593,7 +604,8 @@ static int op_create(const char *path, mode_t mode, struct fuse_file_info *fi)
 static int op_write(const char *path, const char *buf, size_t size, off_t off, struct fuse_file_info *fi)
 {
     (void)fi;
-    return inbox_write(self()->inbox, path, buf, size, off);
+    /* NULL: the file was removed while open (hard_remove), and with it the drop */
+    return path ? inbox_write(self()->inbox, path, buf, size, off) : -ENOENT;
 }
 
 /* Only flush's result reaches close(): the verdict of the ingest goes here, every time. */
@@ -730,6 +742,9 @@ static void *op_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
     cfg->negative_timeout = 0;
     cfg->use_ino = 0;
     cfg->auto_cache = 1; /* instance files keep their page cache while size and mtime stay */
+    /* rm of an open file removes it (no .fuse_hidden rename): an open drop is then
+     * cancelled, and an open instance can be deleted with --allow-delete. */
+    cfg->hard_remove = 1;
     /* max_write is libfuse's default, 1 MiB (fuse-and-http-notes: no option needed). */
     return fuse_get_context()->private_data;
 }

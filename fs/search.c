@@ -6,6 +6,7 @@
  * why. A query folder lists every match up to SEARCH_MAX, or the query's own limit. Results
  * are kept for the few most recent queries and reused while the change feed's head has
  * not moved, so `ls -l` (one lookup per entry) runs the query once. */
+#include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -78,9 +79,9 @@ static void decode(char *s)
 {
     char *o = s;
     for (char *p = s; *p; p++) {
-        unsigned v;
-        if (*p == '%' && p[1] && p[2] && sscanf(p + 1, "%2x", &v) == 1) {
-            *o++ = (char)v;
+        if (*p == '%' && isxdigit((unsigned char)p[1]) && isxdigit((unsigned char)p[2])) {
+            char hex[3] = {p[1], p[2], 0};
+            *o++ = (char)strtol(hex, NULL, 16);
             p += 2;
         } else {
             *o++ = *p;

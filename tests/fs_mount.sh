@@ -71,6 +71,29 @@ check "DICOMDIR files are skipped silently" test -z "$(grep DICOMDIR "$SCRATCH/c
 n=$("$DICOMFS" find "$A" --level instance limit=200 | grep -o '"00080018"' | wc -l)
 check "every image of the folder is stored ($n instances)" test "$n" -ge 40
 
+# a folder copied to the root of the mount (not into inbox/) is a drop like any other
+cp "$CORPUS/CT_small.dcm" "$SCRATCH/src/rootdir.dcm" && dcmodify -q -nb -m "(0008,0018)=1.2.3.98.3" "$SCRATCH/src/rootdir.dcm"
+check "mkdir at the root and a copy into it succeed" bash -c "mkdir '$M/rootfolder' && cp '$SCRATCH/src/rootdir.dcm' '$M/rootfolder/'"
+settle
+check "and the copy is stored" test -n "$("$DICOMFS" find "$A" --level instance SOPInstanceUID=1.2.3.98.3 | grep 00080018)"
+
+# removing a file while it is being written cancels it (nothing stored, no hidden name left)
+cp "$CORPUS/CT_small.dcm" "$SCRATCH/src/cancel.dcm" && dcmodify -q -nb -m "(0008,0018)=1.2.3.98.4" "$SCRATCH/src/cancel.dcm"
+/usr/bin/python3 - "$SCRATCH/src/cancel.dcm" "$M/inbox/cancel.dcm" <<'EOF2' >/dev/null 2>&1
+import os, sys
+data = open(sys.argv[1], "rb").read()
+f = open(sys.argv[2], "wb")
+f.write(data[:1000]); f.flush()
+os.unlink(sys.argv[2])
+try:
+    f.write(data[1000:]); f.close()
+except OSError:
+    pass
+EOF2
+settle
+check "a file removed while written is not stored" test -z "$("$DICOMFS" find "$A" --level instance SOPInstanceUID=1.2.3.98.4 | grep 00080018)"
+check "and leaves no hidden name in the inbox" test -z "$(ls -A "$M/inbox" | grep fuse_hidden)"
+
 # folders nested deeper than the archive's own tree
 D="$M/inbox/a/b/c/d/e/f/g/h/i"
 check "mkdir -p of 10 levels in the inbox succeeds" mkdir -p "$D"
