@@ -126,6 +126,21 @@ def run(c, srv):
     r = srv.request("OPTIONS", "/v3/studies")
     c.eq(r.status, 404, "OPTIONS on an unknown path: 404")
 
+    # ---- hostile bodies and paths -------------------------------------------------------------------------------
+    # many tiny parts: refused at the part over the limit, memory bounded, nothing stored
+    b = "tiny"
+    part = f"--{b}\r\nContent-Type: application/dicom\r\n\r\nx\r\n".encode()
+    r = srv.stow("/v2/studies", part * 10001 + f"--{b}--\r\n".encode(),
+                 f'multipart/related; type="application/dicom"; boundary={b}')
+    c.eq(r.status, 413, "STOW of 10,001 parts: 413 (at most 10,000 per request)")
+    c.ok(b"10,000" in r.body, "and the answer says the limit", wu.describe(r))
+    leftovers = os.listdir(os.path.join(srv.archive, "tmp"))
+    c.eq([x for x in leftovers if x.endswith(".part")], [], "no upload of the refused request is left in tmp/")
+    # a frame list longer than the route keeps is refused, never cut into other frames
+    r = srv.request("GET", f"{inst}/frames/" + ",".join(["1"] * 2100),
+                    headers={"Accept": 'multipart/related; type="application/octet-stream"; transfer-syntax=*'})
+    c.ok(r.status in (400, 404, 414), "a frame list of 4,199 characters: refused, not cut", wu.describe(r))
+
     # ---- common headers, health ---------------------------------------------------------------------------------
     r = srv.get("/v2/studies", accept=JSON)
     c.ok("2" in (r.headers.get("api-supported-versions") or ""), "api-supported-versions header",

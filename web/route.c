@@ -138,6 +138,10 @@ int route_parse(const char *method, const char *path, route *r, char *msg, size_
     }
     if (is(s[6], "frames") && (n == 8 || (n == 9 && is(s[8], "rendered")))) {
         r->kind = n == 8 ? ROUTE_FRAMES : ROUTE_RENDERED;
+        if (strlen(s[7]) >= sizeof r->frames) { /* never cut: a cut number is another frame */
+            snprintf(msg, len, "The frame list is too long (at most %zu characters).", sizeof r->frames - 1);
+            return 400;
+        }
         snprintf(r->frames, sizeof r->frames, "%s", s[7]);
         return method_for(method, P_READ, r, msg, len);
     }

@@ -29,7 +29,7 @@ typedef struct {
     char series[STORE_UID_MAX + 1];
     char sop[STORE_UID_MAX + 1];
     bool bad_uid;         /* a UID segment is not a valid UID (400 when handled) */
-    char frames[256];     /* the raw frame list of ROUTE_FRAMES / frame of ROUTE_RENDERED */
+    char frames[4096];    /* the raw frame list of ROUTE_FRAMES / frame of ROUTE_RENDERED */
     char allow[32];       /* methods the path accepts, for 405 and preflight */
 } route;
 

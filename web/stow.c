@@ -17,6 +17,10 @@
 #include "mediatype.h"
 #include "multipart.h"
 
+/* Parts of one request: each is held (a few KB) until the whole body has arrived, so
+ * a body of many tiny parts must not grow the server without end. */
+#define MAX_PARTS 10000
+
 typedef struct {
     web_request *rq;
     web_multipart *mp;      /* NULL for a single application/dicom body */
@@ -36,6 +40,11 @@ static void reject(web_request *rq, int status, const char *fmt, const char *arg
 
 static int begin_upload(stow_state *s)
 {
+    if (s->n_items >= MAX_PARTS) {
+        reject(s->rq, MHD_HTTP_CONTENT_TOO_LARGE, "A request may store at most %s instances; send the rest in another.",
+               "10,000");
+        return -1;
+    }
     store_err err = {0};
     s->up = store_upload_begin(s->rq->srv->store, &err);
     if (!s->up) {
