@@ -25,6 +25,8 @@
 #include <dcmtk/dcmdata/dcostrmb.h>
 #include <dcmtk/oflog/oflog.h>
 
+#include <jansson.h>
+
 #include <iconv.h>
 #include <math.h>
 #include <pthread.h>
@@ -876,4 +878,108 @@ extern "C" int dcm_render(const char *path, uint32_t frame, bool png, int qualit
     *out = (unsigned char *)mem;
     *len = size;
     return 0;
+}
+
+/* ---- DICOM JSON to DICOM XML (PS3.19 native model) --------------------------------- */
+
+/* One DICOM JSON value as DCMTK's string form: person names as "A=I=P", numbers as
+ * JSON prints them. */
+static bool json_value_text(json_t *v, std::string &out)
+{
+    if (json_is_string(v)) {
+        out += json_string_value(v);
+    } else if (json_is_integer(v)) {
+        out += std::to_string(json_integer_value(v));
+    } else if (json_is_real(v)) {
+        char buf[40];
+        snprintf(buf, sizeof buf, "%.17g", json_real_value(v));
+        out += buf;
+    } else if (json_is_object(v)) {
+        static const char *const groups[] = {"Alphabetic", "Ideographic", "Phonetic"};
+        std::string pn[3];
+        int last = -1;
+        for (int i = 0; i < 3; i++) {
+            json_t *g = json_object_get(v, groups[i]);
+            if (json_is_string(g)) pn[i] = json_string_value(g), last = i;
+        }
+        for (int i = 0; i <= last; i++) out += (i ? "=" : "") + pn[i];
+    } else if (!json_is_null(v)) {
+        return false;
+    }
+    return true;
+}
+
+/* Adds the elements of the DICOM JSON object OBJ to ITEM. Bulk data (InlineBinary,
+ * BulkDataURI) is left out: the XML answers carry none. */
+static bool json_to_item(json_t *obj, DcmItem *item, char *err, size_t errlen)
+{
+    const char *key;
+    json_t *e;
+    json_object_foreach(obj, key, e) {
+        unsigned g, el;
+        json_t *vr = json_object_get(e, "vr"), *values = json_object_get(e, "Value");
+        if (strlen(key) != 8 || sscanf(key, "%4x%4x", &g, &el) != 2 || !json_is_string(vr)) {
+            snprintf(err, errlen, "'%s' is not a DICOM JSON element", key);
+            return false;
+        }
+        DcmTag tag((Uint16)g, (Uint16)el, DcmVR(json_string_value(vr)));
+        if (tag.getEVR() == EVR_SQ) {
+            DcmSequenceOfItems *sq = new DcmSequenceOfItems(tag);
+            size_t i;
+            json_t *v;
+            json_array_foreach(values, i, v) {
+                DcmItem *child = new DcmItem();
+                sq->append(child);
+                if (!json_to_item(v, child, err, errlen)) {
+                    delete sq;
+                    return false;
+                }
+            }
+            item->insert(sq, OFTrue);
+            continue;
+        }
+        DcmElement *elem = DcmItem::newDicomElement(tag);
+        if (!elem) {
+            snprintf(err, errlen, "cannot make element %s", key);
+            return false;
+        }
+        std::string text;
+        size_t i;
+        json_t *v;
+        json_array_foreach(values, i, v) {
+            if (i) text += "\\";
+            if (!json_value_text(v, text)) {
+                delete elem;
+                snprintf(err, errlen, "element %s has a value that is not text or a number", key);
+                return false;
+            }
+        }
+        if (!text.empty()) elem->putString(text.c_str());
+        item->insert(elem, OFTrue);
+    }
+    return true;
+}
+
+extern "C" char *dcm_json_to_xml(const char *dicom_json, char *err, size_t errlen)
+{
+    if (dcm_global_init(err, errlen) != 0) return NULL;
+    json_error_t jerr;
+    json_t *root = json_loads(dicom_json, 0, &jerr);
+    if (!json_is_object(root)) {
+        json_decref(root);
+        snprintf(err, errlen, "not a DICOM JSON object: %s", jerr.text);
+        return NULL;
+    }
+    DcmDataset ds;
+    bool ok = json_to_item(root, &ds, err, errlen);
+    json_decref(root);
+    if (!ok) return NULL;
+    std::ostringstream out;
+    out << "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n";
+    OFCondition c = ds.writeXML(out, DCMTypes::XF_useNativeModel | DCMTypes::XF_useXMLNamespace);
+    if (c.bad()) {
+        snprintf(err, errlen, "cannot write XML: %s", c.text());
+        return NULL;
+    }
+    return dup_string(out.str());
 }

@@ -106,6 +106,11 @@ int dcm_render(const char *path, uint32_t frame, bool png, int quality, unsigned
  * (CAP bytes) always ends with NUL. */
 void dcm_printable(const char *v, size_t len, size_t max, char *out, size_t cap);
 
+/* The DICOM JSON object DICOM_JSON (text, numbers, person names and sequences; bulk
+ * data is not carried) as a PS3.19 native-model XML document, written by DCMTK:
+ * malloc'd, or NULL with why. For answers a client asks for in XML. */
+char *dcm_json_to_xml(const char *dicom_json, char *err, size_t errlen);
+
 /* Dictionary: keyword ("PatientName") to tag and VR; tag to keyword. 0 or -1. */
 int dcm_tag_by_keyword(const char *keyword, uint32_t *tag, char vr[3]);
 int dcm_tag_info(uint32_t tag, char *keyword, size_t len, char vr[3]);

@@ -90,7 +90,7 @@ def run(c, srv):
     # ---- more errors whose bodies are checked below --------------------------------------------------------------
     expect("GET", "/v2/studies?limit=0", 400, "bad query")
     expect("GET", "/v2/studies", 406, "QIDO Accept text/html", accept="text/html")
-    expect("GET", f"{inst}/metadata", 406, "metadata without Accept", accept=None)
+    expect("GET", f"{inst}/metadata", 406, "metadata with Accept application/dicom", accept="application/dicom")
     expect("GET", f"/v2/studies/{ROOT}.9/metadata", 404, "metadata of an unknown study")
     expect("GET", f"{inst}/frames/0", 400, "frame 0", accept="application/octet-stream")
     expect("POST", "/v2/studies", 415, "STOW text/plain", body=b"x", headers={"Content-Type": "text/plain"})

@@ -62,7 +62,8 @@ trap 'exit 129' HUP
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-"$DICOMFS" serve "$ARCHIVE" --http 127.0.0.1:0 >"$SCRATCH/serve.out" 2>"$SCRATCH/serve.err" &
+# --strict: the collection checks the reference service's exact answers, refusals included.
+"$DICOMFS" serve "$ARCHIVE" --http 127.0.0.1:0 --strict >"$SCRATCH/serve.out" 2>"$SCRATCH/serve.err" &
 SERVER_PID=$!
 URL=
 for _ in $(seq 300); do

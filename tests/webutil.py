@@ -63,8 +63,10 @@ for _sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
 class Server:
     """`dicomfs serve` on a fresh archive SCRATCH/NAME. Use as `with Server(scratch) as srv:`."""
 
-    def __init__(self, scratch, name="archive", start_timeout=60):
+    def __init__(self, scratch, name="archive", start_timeout=60, args=(), env=None):
         self.archive = os.path.join(scratch, name)
+        self.args = list(args)
+        self.env = dict(os.environ, **env) if env else None
         self.log = os.path.join(scratch, name + ".stderr")
         self.proc = None
         self.url = None
@@ -75,8 +77,8 @@ class Server:
     def start(self):
         tu.require_binary()
         self._err = open(self.log, "wb")
-        self.proc = subprocess.Popen([tu.DICOMFS, "serve", self.archive, "--http", f"{HOST}:0"],
-                                     stdout=subprocess.PIPE, stderr=self._err, stdin=subprocess.DEVNULL)
+        self.proc = subprocess.Popen([tu.DICOMFS, "serve", self.archive, "--http", f"{HOST}:0", *self.args],
+                                     stdout=subprocess.PIPE, stderr=self._err, stdin=subprocess.DEVNULL, env=self.env)
         _running.append(self)
         line = b""
         deadline = time.time() + self.start_timeout

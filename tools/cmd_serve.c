@@ -11,12 +11,16 @@
 #include "web.h"
 
 static const char usage_text[] =
-    "usage: dicomfs serve ARCHIVE [--http HOST:PORT] [--cors ORIGIN]\n"
+    "usage: dicomfs serve ARCHIVE [--http HOST:PORT] [--cors ORIGIN] [--strict]\n"
     "                    [--mount DIR [--allow-delete] [--sync-close] [--inbox-keep S]]\n\n"
     "Serves ARCHIVE (created when missing) over DICOMweb as the Azure DICOM service does:\n"
     "STOW-RS, QIDO-RS, WADO-RS and DELETE under /v1/ and /v2/, and /health/check.\n\n"
     "  --http HOST:PORT  where to listen (default 127.0.0.1:8080; port 0 picks a free one)\n"
     "  --cors ORIGIN     Access-Control-Allow-Origin for browser viewers (default *)\n"
+    "  --strict          refuse what the Azure service refuses, where it is stricter than\n"
+    "                    DICOMweb and real clients (no Accept header, unquoted parameters,\n"
+    "                    application/json, XML answers...; docs/CLI.md lists them).\n"
+    "                    Also DICOMFS_STRICT=1 in the environment.\n"
     "  --mount DIR       also mount the archive at DIR (see dicomfs mount --help)\n"
     "  --allow-delete, --sync-close, --inbox-keep S   the mount's options (dicomfs mount --help)\n\n"
     "Prints 'dicomfs: serving ARCHIVE at http://HOST:PORT' once it listens; stops cleanly\n"
@@ -27,13 +31,15 @@ int cmd_serve(int argc, char **argv)
     static const struct option opts[] = {{"http", required_argument, NULL, 'H'}, {"cors", required_argument, NULL, 'c'},
                                          {"mount", required_argument, NULL, 'm'}, {"allow-delete", no_argument, NULL, 'd'},
                                          {"sync-close", no_argument, NULL, 's'}, {"inbox-keep", required_argument, NULL, 'k'},
-                                         {"help", no_argument, NULL, 'h'},
+                                         {"strict", no_argument, NULL, 'S'}, {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
     const char *mountpoint = NULL;
     char host[64] = "127.0.0.1";
     long port = 8080;
     web_options wo = {0};
     fs_options fo = {0};
+    const char *strict_env = getenv("DICOMFS_STRICT");
+    wo.strict = strict_env && *strict_env && strcmp(strict_env, "0") != 0;
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -50,6 +56,7 @@ int cmd_serve(int argc, char **argv)
             break;
         }
         case 'c': wo.cors_origin = optarg; break;
+        case 'S': wo.strict = true; break;
         case 'm': mountpoint = optarg; break;
         case 'd': fo.allow_delete = true; break;
         case 's': fo.sync_close = true; break;
@@ -98,6 +105,7 @@ int cmd_serve(int argc, char **argv)
         store_close(s);
         return 2;
     }
+    if (wo.strict) fprintf(stderr, "dicomfs serve: strict: refusing requests as the Azure DICOM service does\n");
     printf("dicomfs: serving %s at http://%s:%u%s%s\n", store_dir(s), host, web_server_port(srv),
            mnt ? " and mounted at " : "", mnt ? mountpoint : "");
     fflush(stdout);

@@ -18,6 +18,7 @@ struct web_server {
     char cors[256];
     uint64_t max_body;
     uint16_t port;
+    bool strict;         /* the reference's refusals where it is stricter than the standard */
 };
 
 typedef struct web_request {
@@ -45,7 +46,10 @@ unsigned web_http_status(store_status st);
 const char *web_header(web_request *rq, const char *name);
 /* "http://host:port" as the client addressed us (Host header), for absolute URLs. */
 void web_base_url(web_request *rq, char *out, size_t len);
-/* Does the Accept header allow MEDIA (or have no opinion: NULL/empty is "no")? */
+/* Which of MEDIA (in our order of preference) the Accept header prefers: the index,
+ * or -1 when none is acceptable. No Accept header takes the first, unless strict. */
+int web_accept_choose(web_request *rq, const char *const *media, size_t n_media);
+/* Does the Accept header allow MEDIA? */
 bool web_accepts(web_request *rq, const char *media);
 
 enum MHD_Result qido_handle(web_request *rq);

@@ -2,7 +2,10 @@
  *   media-type = type "/" subtype *( OWS ";" OWS parameter )
  *   parameter  = token "=" ( token / quoted-string )
  * Leniencies, because clients differ: empty parameters (";;", a trailing ';') are
- * skipped and whitespace around '=' is allowed. The q parameter is not kept in params:
+ * skipped and whitespace around '=' is allowed. Unless STRICT, an unquoted value may
+ * also hold characters a token may not ('/', ':', '=', ...: OHIF's
+ * "type=application/octet-stream"), up to the next ';' or whitespace; STRICT refuses
+ * them as the reference's parser does. The q parameter is not kept in params:
  * it is validated (qvalue = "0" [ "." 0*3DIGIT ] / "1" [ "." 0*3"0" ]) and stored in q. */
 #include "mediatype.h"
 
@@ -46,9 +49,16 @@ static int take_token(cursor *c, char *out, size_t size)
     return n > 0 ? 0 : -1;
 }
 
+/* A character of an unquoted value when not strict: visible ASCII but the separators
+ * that end a parameter (';', and ',' which splits Accept lists) and the quote. */
+static bool is_loose_char(char c)
+{
+    return c > 0x20 && c < 0x7f && c != ';' && c != ',' && c != '"';
+}
+
 /* A parameter value: a token (case kept) or a quoted-string with its quoted-pairs
  * resolved. -1 on bad quoting, control characters or when it does not fit. */
-static int take_value(cursor *c, char *out, size_t size)
+static int take_value(cursor *c, bool strict, char *out, size_t size)
 {
     size_t n = 0;
     if (c->p < c->end && *c->p == '"') {
@@ -68,7 +78,7 @@ static int take_value(cursor *c, char *out, size_t size)
         out[n] = '\0';
         return 0;
     }
-    while (c->p < c->end && is_tchar(*c->p)) {
+    while (c->p < c->end && (strict ? is_tchar(*c->p) : is_loose_char(*c->p))) {
         if (n + 1 >= size) return -1;
         out[n++] = *c->p++;
     }
@@ -98,7 +108,7 @@ static int parse_qvalue(const char *value, double *q)
 }
 
 /* Parses the media type in [text, end). */
-static int parse_span(const char *text, const char *end, web_media_type *out)
+static int parse_span(const char *text, const char *end, bool strict, web_media_type *out)
 {
     memset(out, 0, sizeof *out);
     out->q = 1.0;
@@ -131,7 +141,7 @@ static int parse_span(const char *text, const char *end, web_media_type *out)
         if (c.p >= c.end || *c.p != '=') return -1;
         c.p++;
         skip_ows(&c);
-        if (take_value(&c, value, sizeof value) != 0) return -1;
+        if (take_value(&c, strict, value, sizeof value) != 0) return -1;
 
         if (strcmp(name, "q") == 0) {
             if (parse_qvalue(value, &out->q) != 0) return -1;
@@ -144,10 +154,10 @@ static int parse_span(const char *text, const char *end, web_media_type *out)
     }
 }
 
-int web_media_type_parse(const char *text, web_media_type *out)
+int web_media_type_parse(const char *text, bool strict, web_media_type *out)
 {
     if (!text || !out) return -1;
-    return parse_span(text, text + strlen(text), out);
+    return parse_span(text, text + strlen(text), strict, out);
 }
 
 const char *web_media_type_param(const web_media_type *mt, const char *name)
@@ -170,7 +180,7 @@ static const char *entry_end(const char *p)
     return p;
 }
 
-int web_accept_parse(const char *header, web_media_type *out, size_t max)
+int web_accept_parse(const char *header, bool strict, web_media_type *out, size_t max)
 {
     if (!header) return -1;
     size_t count = 0;
@@ -181,8 +191,11 @@ int web_accept_parse(const char *header, web_media_type *out, size_t max)
         while (q < end && is_ows(*q)) q++;
         if (q < end) { /* empty list elements are allowed (RFC 9110 §5.6.1) */
             web_media_type *slot = out && count < max ? &out[count] : &extra;
-            if (parse_span(q, end, slot) != 0) return -1;
-            if (slot != &extra) count++;
+            if (parse_span(q, end, strict, slot) != 0) {
+                if (strict) return -1;
+            } else if (slot != &extra) {
+                count++;
+            }
         }
         if (!*end) break;
         p = end + 1;

@@ -20,17 +20,21 @@ typedef struct {
 } web_media_type;
 
 /* Parses one media type ("multipart/related; type=\"application/dicom\"; boundary=abc").
- * 0 on success, -1 when it is not a media type (no '/', bad quoting, too long). */
-int web_media_type_parse(const char *text, web_media_type *out);
+ * 0 on success, -1 when it is not a media type (no '/', bad quoting, too long).
+ * STRICT: parameter values are RFC 9110 tokens or quoted-strings only, as the reference
+ * service parses them; otherwise an unquoted value may hold any visible character but
+ * ';', ',' and '"' (clients send "type=application/octet-stream" unquoted). */
+int web_media_type_parse(const char *text, bool strict, web_media_type *out);
 
 /* The value of parameter NAME (case-insensitive), or NULL. */
 const char *web_media_type_param(const web_media_type *mt, const char *name);
 
 /* Splits an Accept header at top-level commas (not inside quotes) and parses each
- * entry into OUT (at most MAX); returns how many, or -1 when any entry is malformed
- * (an invalid q such as "q=abc" included). The q parameter goes to .q, not to params.
+ * entry into OUT (at most MAX); returns how many. STRICT: -1 when any entry is
+ * malformed (an invalid q such as "q=abc" included); otherwise malformed entries are
+ * skipped, so one odd entry does not spoil a list that names an acceptable type. The q parameter goes to .q, not to params.
  * Entries keep their order; use q to rank them. A web_media_type is ~2.7 KB: keep
  * lists short on the stack. */
-int web_accept_parse(const char *header, web_media_type *out, size_t max);
+int web_accept_parse(const char *header, bool strict, web_media_type *out, size_t max);
 
 #endif

@@ -15,7 +15,9 @@
 #include <string.h>
 #include <strings.h>
 
-#define BOUNDARY_MAX 70 /* RFC 2046 */
+/* RFC 2046 recommends at most 70 characters; clients send more (Orthanc 73) and the
+ * reference sets no limit, so any boundary a media-type parameter can carry is taken. */
+#define BOUNDARY_MAX 255
 #define PADDING_MAX 64  /* transport padding (spaces/tabs) allowed after a delimiter */
 
 typedef enum {

@@ -28,7 +28,7 @@ typedef struct {
     int (*part_end)(void *ctx);
 } web_multipart_callbacks;
 
-/* BOUNDARY is the boundary parameter's value, unquoted (1..70 characters, no CR or LF:
+/* BOUNDARY is the boundary parameter's value, unquoted (1..255 characters, no CR or LF:
  * the scanner relies on a delimiter starting at a CR). Returns NULL otherwise.
  * Body delimiters must use CRLF (a bare LF is tolerated in header lines and after the
  * delimiter); at most 64 bytes of transport padding; a second Content-Type in one part is

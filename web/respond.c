@@ -81,19 +81,44 @@ void web_base_url(web_request *rq, char *out, size_t len)
     snprintf(out, len, "http://%s", safe);
 }
 
+/* How specifically RANGE (an Accept entry) matches MEDIA: 3 exactly, 2 by a subtype
+ * wildcard ("image/" "*"), 1 by the full wildcard, 0 not at all. Unless strict, application/json names DICOM JSON too
+ * (older clients and generic HTTP libraries ask for it). */
+static int match_rank(const char *range, const char *media, bool strict)
+{
+    if (strcasecmp(range, media) == 0) return 3;
+    if (!strict && strcasecmp(range, "application/json") == 0 && strcasecmp(media, "application/dicom+json") == 0)
+        return 3;
+    const char *slash = strchr(media, '/');
+    size_t major = slash ? (size_t)(slash - media) : 0;
+    if (major && strncasecmp(range, media, major) == 0 && strcmp(range + major, "/*") == 0) return 2;
+    return strcmp(range, "*/*") == 0 ? 1 : 0;
+}
+
+int web_accept_choose(web_request *rq, const char *const *media, size_t n_media)
+{
+    bool strict = rq->srv->strict;
+    const char *accept = web_header(rq, MHD_HTTP_HEADER_ACCEPT);
+    /* No Accept header: any type (RFC 9110 12.5.1); the reference refuses (406). */
+    if (!accept || !*accept) return strict ? -1 : 0;
+    web_media_type list[32];
+    int n = web_accept_parse(accept, strict, list, sizeof list / sizeof list[0]);
+    int best = -1;
+    double best_q = 0;
+    for (size_t m = 0; m < n_media; m++) {
+        /* The most specific matching range decides the media type's q (RFC 9110 12.5.1). */
+        int rank = 0;
+        double q = 0;
+        for (int i = 0; i < n; i++) {
+            int r = match_rank(list[i].type, media[m], strict);
+            if (r > rank) rank = r, q = list[i].q;
+        }
+        if (rank && q > best_q) best = (int)m, best_q = q;
+    }
+    return best;
+}
+
 bool web_accepts(web_request *rq, const char *media)
 {
-    const char *accept = web_header(rq, MHD_HTTP_HEADER_ACCEPT);
-    if (!accept || !*accept) return false;
-    web_media_type list[16];
-    int n = web_accept_parse(accept, list, 16);
-    const char *slash = strchr(media, '/');
-    for (int i = 0; i < n; i++) {
-        if (list[i].q <= 0) continue;
-        const char *t = list[i].type;
-        if (strcmp(t, "*/*") == 0 || strcasecmp(t, media) == 0) return true;
-        size_t major = slash ? (size_t)(slash - media) : 0;
-        if (major && strncasecmp(t, media, major) == 0 && strcmp(t + major, "/*") == 0) return true;
-    }
-    return false;
+    return web_accept_choose(rq, &media, 1) == 0;
 }

@@ -132,6 +132,7 @@ web_server *web_server_start(store_t *store, const web_options *o, store_err *er
     srv->store = store;
     snprintf(srv->cors, sizeof srv->cors, "%s", o && o->cors_origin ? o->cors_origin : "*");
     srv->max_body = o && o->max_body ? o->max_body : DEFAULT_MAX_BODY;
+    srv->strict = o && o->strict;
     struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons(o ? o->port : 0)};
     const char *host = o && o->host ? o->host : "127.0.0.1";
     if (inet_pton(AF_INET, host, &addr.sin_addr) != 1) {

@@ -13,6 +13,7 @@
 
 #include <jansson.h>
 
+#include "dcm.h"
 #include "internal.h"
 #include "mediatype.h"
 #include "multipart.h"
@@ -25,6 +26,7 @@ typedef struct {
     web_request *rq;
     web_multipart *mp;      /* NULL for a single application/dicom body */
     char root_type[128];    /* the multipart type parameter, for parts without a Content-Type */
+    bool xml;               /* answer in DICOM XML (PS3.19 native model), not JSON */
     store_ingest_opts opts;
     store_upload *up;       /* the part being received */
     store_item **items;
@@ -70,10 +72,16 @@ static int end_upload(stow_state *s)
 static int on_part_begin(void *ctx, const char *content_type)
 {
     stow_state *s = ctx;
-    /* As the reference: only the first part may go without a Content-Type (it takes the
-     * root type), and a part's type must be exactly application/dicom, no parameters. */
-    const char *type = content_type ? content_type : s->n_items == 0 && !s->up ? s->root_type : "";
-    if (!type[0] || strcasecmp(type, "application/dicom") != 0) {
+    /* Strict, as the reference: only the first part may go without a Content-Type (it
+     * takes the root type), and a part's type must be exactly application/dicom, without
+     * parameters. Otherwise any part without one takes the root type, and parameters
+     * (PS3.18's "application/dicom; transfer-syntax=...") are allowed. */
+    bool strict = s->rq->srv->strict;
+    const char *type = content_type ? content_type : !strict || (s->n_items == 0 && !s->up) ? s->root_type : "";
+    web_media_type mt;
+    bool dicom = strict ? strcasecmp(type, "application/dicom") == 0
+                        : web_media_type_parse(type, false, &mt) == 0 && strcmp(mt.type, "application/dicom") == 0;
+    if (!dicom) {
         reject(s->rq, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE,
                "A part has the media type '%s'; every part must be application/dicom.", type[0] ? type : "(none)");
         return -1;
@@ -98,18 +106,25 @@ static const web_multipart_callbacks callbacks = {on_part_begin, on_part_data, o
 void stow_begin(web_request *rq)
 {
     const route *r = &rq->route;
-    if (!web_accepts(rq, "application/dicom+json"))
+    /* PS3.18 answers STOW in DICOM JSON or XML (dcm4che's stowrs asks for XML); the
+     * reference only in JSON. */
+    static const char *const answers[] = {"application/dicom+json", "application/dicom+xml"};
+    int answer = web_accept_choose(rq, answers, rq->srv->strict ? 1 : 2);
+    if (answer < 0)
         return reject(rq, MHD_HTTP_NOT_ACCEPTABLE, "%s",
-                      "The request headers are not acceptable: STOW-RS answers application/dicom+json.");
+                      rq->srv->strict ? "The request headers are not acceptable: STOW-RS answers application/dicom+json."
+                                      : "The request headers are not acceptable: STOW-RS answers application/dicom+json "
+                                        "or application/dicom+xml.");
     if (r->bad_uid) return reject(rq, MHD_HTTP_BAD_REQUEST, "The study UID '%s' in the URL is not a valid UID.", r->study);
     const char *ct = web_header(rq, MHD_HTTP_HEADER_CONTENT_TYPE);
     web_media_type mt;
-    if (!ct || web_media_type_parse(ct, &mt) != 0)
+    if (!ct || web_media_type_parse(ct, rq->srv->strict, &mt) != 0)
         return reject(rq, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE, "The content type '%s' is not supported; send "
                       "multipart/related; type=\"application/dicom\" or application/dicom.", ct ? ct : "(none)");
     stow_state *s = calloc(1, sizeof *s);
     if (!s) abort();
     s->rq = rq;
+    s->xml = answer == 1;
     s->opts.api_version = r->version;
     s->opts.expected_study_uid = r->study[0] ? r->study : NULL;
     rq->stow = s;
@@ -123,11 +138,13 @@ void stow_begin(web_request *rq)
     if (web_media_type_param(&mt, "start"))
         return reject(rq, MHD_HTTP_BAD_REQUEST, "%s", "The multipart 'start' parameter is not supported.");
     const char *type = web_media_type_param(&mt, "type");
-    snprintf(s->root_type, sizeof s->root_type, "%s", type ? type : "");
+    /* Without a type parameter a part without a Content-Type is application/dicom: STOW
+     * carries nothing else (strict: refused, as the reference). */
+    snprintf(s->root_type, sizeof s->root_type, "%s", type ? type : rq->srv->strict ? "" : "application/dicom");
     const char *boundary = web_media_type_param(&mt, "boundary");
     if (!boundary || !(s->mp = web_multipart_new(boundary, &callbacks, s)))
         return reject(rq, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE, "%s",
-                      "The multipart/related content type needs a boundary parameter of 1 to 70 characters.");
+                      "The multipart/related content type needs a boundary parameter (1 to 255 characters, no CR or LF).");
 }
 
 void stow_feed(web_request *rq, const char *data, size_t len)
@@ -215,12 +232,20 @@ static enum MHD_Result respond(stow_state *s)
     else json_decref(stored);
     char *text = json_dumps(body, JSON_COMPACT);
     json_decref(body);
+    if (s->xml) {
+        /* The same dataset, written by DCMTK's XML writer. */
+        char why[200];
+        char *xml = dcm_json_to_xml(text, why, sizeof why);
+        free(text);
+        if (!xml) return web_send_text(rq, MHD_HTTP_INTERNAL_SERVER_ERROR, "The response could not be written as XML: %s.", why);
+        text = xml;
+    }
     /* StoreResponseBuilder: 200 all stored (v2: and no warnings), 202 mixed, 409 none. */
     unsigned status = n_ok == 0 ? MHD_HTTP_CONFLICT
                       : n_failed || (warnings && rq->route.version >= 2) ? MHD_HTTP_ACCEPTED
                                                                          : MHD_HTTP_OK;
     struct MHD_Response *resp = MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
-    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/dicom+json");
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, s->xml ? "application/dicom+xml" : "application/dicom+json");
     if (multiple) {
         char warn[400];
         snprintf(warn, sizeof warn, "299 %s \"One or more indexed Dicom tag(s) have multiple values, only first value is indexed.\"",

@@ -44,14 +44,15 @@ static int by_preference(const void *a, const void *b)
 static bool negotiate(web_request *rq, bool frames, bool single, choice *out, char *msg, size_t len)
 {
     const char *accept = web_header(rq, MHD_HTTP_HEADER_ACCEPT);
-    web_media_type list[16];
-    int n = accept && *accept ? web_accept_parse(accept, list, 16) : 0;
-    if (n < 0) {
+    web_media_type list[32];
+    bool given = accept && *accept;
+    int n = given ? web_accept_parse(accept, rq->srv->strict, list, sizeof list / sizeof list[0]) : 0;
+    if (n < 0 || (given && n == 0)) {
         snprintf(msg, len, "The Accept header is malformed.");
         return false;
     }
     if (n == 0) { /* no Accept header: as if it said any type */
-        web_media_type_parse("*/*", &list[0]);
+        web_media_type_parse("*/*", true, &list[0]);
         n = 1;
     }
     /* Stable sort: insertion keeps the client's order among equals. */
@@ -416,18 +417,33 @@ static enum MHD_Result frames(web_request *rq)
 
 /* ---- Rendered ------------------------------------------------------------------------ */
 
+/* JPEG or PNG? Strict, as the reference: exactly one media type (or none: JPEG), which
+ * must be image/jpeg, image/png or a wildcard. Otherwise the usual negotiation, so that
+ * a browser's <img> Accept list (image/avif, image/webp, wildcards with q=0.8) works. */
+static bool rendered_type(web_request *rq, bool *png)
+{
+    static const char *const images[] = {"image/jpeg", "image/png"};
+    if (!rq->srv->strict) {
+        int pick = web_accept_choose(rq, images, 2);
+        *png = pick == 1;
+        return pick >= 0;
+    }
+    const char *accept = web_header(rq, MHD_HTTP_HEADER_ACCEPT);
+    web_media_type list[2];
+    int n = accept && *accept ? web_accept_parse(accept, true, list, 2) : 0;
+    if (n < 0 || n > 1) return false;
+    *png = n == 1 && strcmp(list[0].type, "image/png") == 0;
+    return n == 0 || *png || strcmp(list[0].type, "image/jpeg") == 0 || strcmp(list[0].type, "*/*") == 0 ||
+           strcmp(list[0].type, "image/*") == 0;
+}
+
 static enum MHD_Result rendered(web_request *rq)
 {
-    const char *accept = web_header(rq, MHD_HTTP_HEADER_ACCEPT);
-    web_media_type list[8];
-    int n = accept && *accept ? web_accept_parse(accept, list, 8) : 0;
-    if (n < 0 || n > 1)
-        return web_send_text(rq, MHD_HTTP_NOT_ACCEPTABLE, "Rendered images take exactly one media type in Accept: image/jpeg or image/png.");
-    bool png = n == 1 && strcmp(list[0].type, "image/png") == 0;
-    if (n == 1 && !png && strcmp(list[0].type, "image/jpeg") != 0 && strcmp(list[0].type, "*/*") != 0 &&
-        strcmp(list[0].type, "image/*") != 0)
-        return web_send_text(rq, MHD_HTTP_NOT_ACCEPTABLE, "The media type '%s' cannot be rendered; ask for image/jpeg or image/png.",
-                             list[0].type);
+    bool png;
+    if (!rendered_type(rq, &png))
+        return web_send_text(rq, MHD_HTTP_NOT_ACCEPTABLE, "%s",
+                             rq->srv->strict ? "Rendered images take exactly one media type in Accept: image/jpeg or image/png."
+                                             : "The Accept header allows neither image/jpeg nor image/png.");
     int quality = 100;
     const char *q = MHD_lookup_connection_value(rq->conn, MHD_GET_ARGUMENT_KIND, "quality");
     if (q) {

@@ -19,6 +19,8 @@ typedef struct {
     uint16_t port;           /* 0: any free port (web_server_port tells which) */
     const char *cors_origin; /* Access-Control-Allow-Origin; NULL: "*" */
     uint64_t max_body;       /* STOW limit in bytes; 0: 2 GiB - 1, as the reference */
+    bool strict;             /* refuse what the reference refuses even where the standard and
+                                real clients allow it (docs/CLI.md lists each difference) */
 } web_options;
 
 /* Starts serving STORE (which must outlive the server). NULL with ERR filled on failure
