@@ -3,7 +3,7 @@
 A few studies are stored with STOW; then (azure-dicom-api.md section 4):
   - every route answers 200 with the same body as `dicomfs find` for the same query
     (level, scope, filters, includefield, limit/offset, fuzzymatching, v1 and v2);
-  - 204 with an empty body when nothing matches (also an offset past the end);
+  - 200 with [] when nothing matches (also an offset past the end; CP-2473);
   - 400 with a plain-text reason: unknown key, bad limit, '<' in the query string,
     includefield=all with other fields, a bad UID in the URL, a filter at a level the
     route does not allow;
@@ -80,7 +80,7 @@ def run(c, srv):
             return r
         expected = p.stdout.rstrip("\n")
         if expected == "[]":
-            c.ok(r.status == 204 and r.body == b"", label + " (204, find prints [])", wu.describe(r))
+            c.ok(r.status == 200 and r.body == b"[]", label + " (200 [], find prints [])", wu.describe(r))
             return r
         ct, _ = wu.media_type(r.headers.get("Content-Type"))
         c.ok(r.status == 200 and ct == JSON, f"GET {url}: 200 application/dicom+json", wu.describe(r))
@@ -125,11 +125,11 @@ def run(c, srv):
     c.ok(r.status == 200 and len(wu.json_body(r) or []) == 1, "the parameter name limit is case-insensitive (LIMIT=1)",
          wu.describe(r))
 
-    # ---- 204 ---------------------------------------------------------------------------------------------
+    # ---- no match: 200 [] (CP-2473; the reference's 204 with --strict, tests/web_strict.py) -----------------
     for url in ["/v2/studies?PatientName=Nobody^Here", "/v2/studies?offset=50", "/v2/instances?SOPInstanceUID=1.2.3.4",
                 f"/v2/studies/{ROOT}.99/series"]:
         r = srv.get(url, accept=JSON)
-        c.ok(r.status == 204 and r.body == b"", f"GET {url}: 204 with an empty body (nothing matches)", wu.describe(r))
+        c.ok(r.status == 200 and r.body == b"[]", f"GET {url}: 200 with an empty array (nothing matches)", wu.describe(r))
 
     # ---- 400 ---------------------------------------------------------------------------------------------
     def bad(url, why):

@@ -9,8 +9,9 @@ Each row of the table is checked on both servers:
     (Orthanc's; both modes), a part typed "application/dicom; transfer-syntax=...", a
     second part without Content-Type;
   - QIDO and metadata without Accept, with application/json, with a malformed entry
-    beside a good one;
+    beside a good one; QIDO without matches (200 [] against 204);
   - frames with OHIF's unquoted "multipart/related; type=application/octet-stream";
+  - a study retrieve that needs transcoding (the reference: only as stored);
   - rendered with two media types and with a browser's <img> Accept list.
 A refused request stores nothing.
 """
@@ -149,6 +150,10 @@ def run(c, lenient, strict):
         both(f"QIDO with Accept {accept!r}", get(f"/v2/studies?StudyInstanceUID={study}", accept), 200, 406, is_json_list)
         both(f"metadata with Accept {accept!r}", get(f"{inst}/metadata", accept), 200, 406, is_json_list)
 
+    # ---- QIDO without matches -------------------------------------------------------------------------
+    both("QIDO without matches (200 [] as CP-2473; the reference: 204)", get("/v2/studies?PatientName=Nobody", JSON),
+         200, 204, lambda r: r.body == b"[]")
+
     # ---- frames: OHIF's unquoted type -----------------------------------------------------------------
     ohif = "multipart/related; type=application/octet-stream; transfer-syntax=*"
     both("frames with OHIF's unquoted 'type=application/octet-stream'", get(f"{inst}/frames/1", ohif), 200, 406,
@@ -156,6 +161,17 @@ def run(c, lenient, strict):
     both("frames with the same type quoted", get(f"{inst}/frames/1", ohif.replace("application/octet-stream",
                                                                                    '"application/octet-stream"')),
          200, 200)
+
+    # ---- study retrieve in a syntax other than the stored one -------------------------------------------
+    def implicit_study(srv):
+        st, _, _ = new.instance()
+        for k in range(2):
+            ds = tu.make_dataset(st, f"{st}.2", f"{st}.2.{k + 1}", Modality="OT")
+            r = srv.stow("/v2/studies", wu.dicom_bytes(ds, implicit=True), "application/dicom")
+            c.ok(r.status in (200, 202), "an implicit-VR instance stored", wu.describe(r))
+        return srv.get(f"/v2/studies/{st}", accept='multipart/related; type="application/dicom"'), None
+    both("a study of 2 implicit-VR instances asked in Explicit VR LE (application/dicom's default)", implicit_study,
+         200, 406, lambda r: r.headers.get("Content-Type", "").startswith("multipart/related"))
 
     # ---- rendered: Accept lists ----------------------------------------------------------------------
     both("rendered with 'image/jpeg, image/png'", get(f"{inst}/rendered", "image/jpeg, image/png"), 200, 406,

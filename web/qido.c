@@ -50,7 +50,10 @@ enum MHD_Result qido_handle(web_request *rq)
     store_status st = store_find(rq->srv->store, &q, &res, &err);
     free(p.v);
     if (st != STORE_OK) return web_send_text(rq, web_http_status(st), "%s", err.msg);
-    if (res.count == 0) {
+    if (res.count == 0 && rq->srv->strict) {
+        /* The reference (and PS3.18 before CP-2473): 204 without a body. Orthanc's
+         * DICOMweb client cannot parse an empty body, so by default no match is 200 with
+         * an empty array, as CP-2473 and RFC 9110 have it. */
         store_find_result_clear(&res);
         return web_send_empty(rq, MHD_HTTP_NO_CONTENT);
     }

@@ -143,16 +143,22 @@ static enum MHD_Result retrieve(web_request *rq)
 
     bool as_stored = strcmp(c.ts, "*") == 0;
     /* The reference: several instances go out only as stored, even when the syntax asked
-     * for happens to be the stored one. */
-    if (!as_stored && n > 1) {
+     * for happens to be the stored one. Otherwise, as PS3.18 wants, in the syntax asked
+     * for (the default of application/dicom is Explicit VR Little Endian, and some clients,
+     * dicomweb-client among them, cannot ask for another) as long as what needs
+     * transcoding fits the one-instance limit in all: transcoded parts are held in memory. */
+    uint64_t to_transcode = 0;
+    for (size_t i = 0; i < n && !as_stored; i++)
+        if (strcmp(in[i].transfer_syntax, c.ts) != 0) to_transcode += in[i].size;
+    if (!as_stored && n > 1 && (rq->srv->strict || to_transcode > MAX_TRANSCODE)) {
         free(in);
         return web_send_text(rq, MHD_HTTP_NOT_ACCEPTABLE, "A study or series with several instances can only be "
-                             "retrieved as stored; ask for transfer-syntax=* (the requested %s is not available).", c.ts);
+                             "retrieved as stored%s; ask for transfer-syntax=* (the requested %s is not available).",
+                             rq->srv->strict ? "" : " when more than 100 MB of it would need transcoding", c.ts);
     }
     for (size_t i = 0; i < n && !as_stored; i++) {
         if (strcmp(in[i].transfer_syntax, c.ts) == 0) continue;
-        const char *why = n > 1 ? "a study or series with several instances can only be retrieved as stored; ask for transfer-syntax=*"
-                          : in[i].size > MAX_TRANSCODE ? "the instance is larger than 100 MB, the limit for transcoding"
+        const char *why = in[i].size > MAX_TRANSCODE ? "the instance is larger than 100 MB, the limit for transcoding"
                           : !transcodable_from(in[i].transfer_syntax) ? "the stored transfer syntax cannot be transcoded"
                           : !dcm_can_write(c.ts) ? "the archive cannot write the requested transfer syntax"
                                                  : NULL;
