@@ -6,13 +6,16 @@ set -euo pipefail
 build=(build-essential cmake pkg-config
        libdcmtk-dev dcmtk libsqlite3-dev libfuse3-dev fuse3
        libcurl4-openssl-dev libjansson-dev libmicrohttpd-dev libjwt-dev)
-test=(python3-pydicom sqlite3 rsync curl file libglib2.0-bin)
+# orthanc, orthanc-dicomweb: tests/interop runs Orthanc's DICOMweb plugin as a client, from
+# its own configuration on a free port (the system service is neither needed nor touched).
+test=(python3-pydicom sqlite3 rsync curl file libglib2.0-bin orthanc orthanc-dicomweb)
 
 want=("${build[@]}")
 if [ "${1:-}" = "--test" ]; then
   want+=("${test[@]}")
-  # newman (the Postman runner, pinned in tests/postman) needs node and npm; any
-  # installation will do, Debian's when there is none.
+  # newman (the Postman runner, pinned in tests/postman) and dicomweb-client (pinned in
+  # tests/interop/dicomweb-client) need node and npm; any installation will do, Debian's
+  # when there is none.
   command -v npm >/dev/null 2>&1 || want+=(nodejs npm)
 fi
 
