@@ -5,13 +5,18 @@
  * A file is checked at its first flush (parse, validation, a duplicate of other bytes):
  * that verdict is close()'s. Its commit is then queued, so that the files of a folder
  * copy share their syncs (group commit) while cp goes on with the next file, as a disk
- * file system's close() does not wait for the disk either. fsync() of the file waits
- * for its commit and returns its verdict; fsync() of a folder (`sync DIR`) waits for
- * every queued commit. A commit that fails after close (a disk error, the same instance
- * dropped twice at once) is reported by fsync() and NAME.error.
+ * file system's close() does not wait for the disk either. A drop whose UIDs are those
+ * of another drop still being committed (MR_small.dcm and MR_small_RLE.dcm of one folder
+ * copy) waits for that commit at its check and is checked again: the duplicate's verdict
+ * is then close()'s too, never a surprise of the commit. fsync() of the file waits for
+ * its commit and returns its verdict; fsync() of a folder (`sync DIR`) waits for every
+ * queued commit and fails (EIO) when a file under it failed after its close() said it
+ * would be stored (a disk error, another process storing the same UIDs meanwhile); the
+ * file's fsync() and NAME.error say so too. Each late failure is reported once.
  *
  * Stored files are forgotten KEEP seconds after they were stored (they are in studies/
- * and patients/ by then), and emptied folders with them; failures stay until removed. */
+ * and patients/ by then), and emptied folders with them; failures stay until removed.
+ * NAME and NAME.error are removed one at a time, as two files (rm -r removes both). */
 #include "inbox.h"
 
 #include <errno.h>
@@ -33,6 +38,8 @@ typedef struct entry {
     bool done;          /* flushed: the verdict below is final (once not committing) */
     unsigned commits;   /* commits queued for it and not finished: the verdict may change */
     bool orphan;        /* unlinked while commits were queued: the last callback frees it */
+    bool hidden;        /* unlinked while NAME.error stays: only that is visible */
+    bool late;          /* failed at commit after close() said 0; not yet told by an fsync */
     unsigned gen;       /* counts re-creations, so a late commit knows its entry is gone */
     int verdict;        /* 0 or -errno */
     char *error;        /* why, when the verdict is an error */
@@ -44,6 +51,9 @@ typedef struct entry {
 } entry;
 
 #define BUCKETS 65536
+#define FLIGHT_BUCKETS 1024 /* divides BUCKETS: hash() % FLIGHT_BUCKETS spreads as well */
+
+typedef struct commit_ticket commit_ticket;
 
 struct inbox {
     store_t *store;
@@ -55,6 +65,7 @@ struct inbox {
     size_t pending;     /* commits queued and not finished */
     entry *head;
     entry *bucket[BUCKETS];
+    commit_ticket *flight[FLIGHT_BUCKETS]; /* queued commits by SOP Instance UID */
 };
 
 static unsigned hash(const char *path)
@@ -170,6 +181,13 @@ static entry *find(inbox *ib, const char *path)
     return NULL;
 }
 
+/* PATH as the copying program sees it: a hidden entry is only its NAME.error. */
+static entry *visible(inbox *ib, const char *path)
+{
+    entry *e = find(ib, path);
+    return e && !e->hidden ? e : NULL;
+}
+
 static const char *base_name(const char *path)
 {
     const char *b = strrchr(path, '/');
@@ -229,6 +247,8 @@ int inbox_create(inbox *ib, const char *path, mode_t mode)
         /* Creating a name again (an overwrite) starts a new upload in its place. */
         if (!e) e = add(ib, path, false, mode);
         store_upload_abort(e->up);
+        e->hidden = false;
+        e->late = false;
         free(e->error);
         e->error = NULL;
         free(e->ref);
@@ -249,7 +269,9 @@ int inbox_create(inbox *ib, const char *path, mode_t mode)
 int inbox_mkdir(inbox *ib, const char *path, mode_t mode)
 {
     pthread_mutex_lock(&ib->lock);
-    int rc = find(ib, path) ? -EEXIST : !parent_ok(ib, path) ? -ENOENT : 0;
+    int rc = visible(ib, path) ? -EEXIST : !parent_ok(ib, path) ? -ENOENT : 0;
+    entry *gone = rc ? NULL : find(ib, path);
+    if (gone) unlink_entry(ib, gone); /* a removed file's NAME.error goes with its name */
     if (!rc) add(ib, path, true, mode);
     pthread_mutex_unlock(&ib->lock);
     return rc;
@@ -258,7 +280,7 @@ int inbox_mkdir(inbox *ib, const char *path, mode_t mode)
 /* Looks PATH up as a file being written; NULL (and *RC) otherwise. */
 static store_upload *writable(inbox *ib, const char *path, int *rc, entry **out)
 {
-    entry *e = find(ib, path);
+    entry *e = visible(ib, path);
     *out = e;
     if (!e) *rc = -ENOENT;
     else if (e->dir) *rc = -EISDIR;
@@ -299,7 +321,7 @@ int inbox_truncate(inbox *ib, const char *path, off_t size)
 int inbox_read(inbox *ib, const char *path, char *buf, size_t len, off_t off)
 {
     pthread_mutex_lock(&ib->lock);
-    entry *e = find(ib, path);
+    entry *e = visible(ib, path);
     int rc = !e ? -ENOENT : e->dir ? -EISDIR : 0;
     store_ref ref;
     memset(&ref, 0, sizeof ref);
@@ -337,21 +359,67 @@ static int errno_for(const store_ingest_result *r)
     }
 }
 
-/* A queued commit for one entry, and the entry's generation when it was queued. */
-typedef struct {
+/* A queued commit for one entry, and the entry's generation when it was queued. While
+ * queued it is in the flight index under the UIDs it will be stored as. */
+struct commit_ticket {
     inbox *ib;
     entry *e;
     unsigned gen;
     char *name;
-} commit_ticket;
+    store_ref uids;
+    commit_ticket *fnext; /* the flight index's chain */
+};
 
-static char *failure_text(const char *name, const store_ingest_result *r)
+static bool same_uids(const store_ref *a, const store_ref *b)
 {
-    char *text = NULL;
-    if (asprintf(&text, "%s: not stored (FailureReason %d): %s\n%s%s", name, r->failure_reason, r->message,
-                 r->failed_attributes ? r->failed_attributes : "", r->failed_attributes ? "\n" : "") < 0)
-        return NULL;
-    return text;
+    return strcmp(a->sop_instance_uid, b->sop_instance_uid) == 0 && strcmp(a->series_uid, b->series_uid) == 0 &&
+           strcmp(a->study_uid, b->study_uid) == 0;
+}
+
+static commit_ticket **flight_chain(inbox *ib, const store_ref *uids)
+{
+    return &ib->flight[hash(uids->sop_instance_uid) % FLIGHT_BUCKETS];
+}
+
+static commit_ticket *flight_find(inbox *ib, const store_ref *uids)
+{
+    for (commit_ticket *t = *flight_chain(ib, uids); t; t = t->fnext)
+        if (same_uids(&t->uids, uids)) return t;
+    return NULL;
+}
+
+static void flight_add(inbox *ib, commit_ticket *t)
+{
+    commit_ticket **chain = flight_chain(ib, &t->uids);
+    t->fnext = *chain;
+    *chain = t;
+}
+
+static void flight_del(inbox *ib, commit_ticket *t)
+{
+    for (commit_ticket **p = flight_chain(ib, &t->uids); *p; p = &(*p)->fnext)
+        if (*p == t) {
+            *p = t->fnext;
+            return;
+        }
+}
+
+/* NAME.error: the reason, and the failed attributes unless they only repeat it. FIRST
+ * names the drop with the same UIDs this one waited for (NULL: none). */
+static char *failure_text(const char *name, const store_ingest_result *r, const char *first)
+{
+    char *text = NULL, *why = NULL;
+    if (first && r->failure_reason == STORE_FAIL_EXISTS) {
+        if (asprintf(&why, "another file with the same UIDs but other bytes, %s, was stored first (the instance %s of "
+                     "series %s in study %s); delete it to store this one", first, r->sop_instance_uid, r->series_uid,
+                     r->study_uid) < 0)
+            return NULL;
+    }
+    const char *attrs = r->failed_attributes && strcmp(r->failed_attributes, r->message) != 0 ? r->failed_attributes : NULL;
+    int n = asprintf(&text, "%s: not stored (FailureReason %d): %s\n%s%s", name, r->failure_reason, why ? why : r->message,
+                     attrs ? attrs : "", attrs ? "\n" : "");
+    free(why);
+    return n < 0 ? NULL : text;
 }
 
 /* The commit thread's word on a queued file: a late failure becomes its verdict. */
@@ -359,13 +427,15 @@ static void on_committed(store_item *item, void *ctx)
 {
     commit_ticket *t = ctx;
     const store_ingest_result *r = store_item_result(item);
-    char *error = r->status == STORE_OK ? NULL : failure_text(t->name, r);
+    char *error = r->status == STORE_OK ? NULL : failure_text(t->name, r, NULL);
     inbox *ib = t->ib;
     pthread_mutex_lock(&ib->lock);
+    flight_del(ib, t);
     entry *e = t->e;
     e->commits--;
     if (e->gen == t->gen && r->status != STORE_OK) {
         e->verdict = errno_for(r);
+        e->late = true; /* close() said 0: the next fsync of it or of a folder tells */
         free(e->error);
         e->error = error;
         error = NULL;
@@ -382,6 +452,57 @@ static void on_committed(store_item *item, void *ctx)
     store_item_free(item);
 }
 
+static bool to_commit(const store_item *item)
+{
+    const store_ingest_result *r = store_item_result(item);
+    return r->status == STORE_OK && !r->already_stored;
+}
+
+static store_ref uids_of(const store_ingest_result *r)
+{
+    store_ref u;
+    memcpy(u.study_uid, r->study_uid, sizeof u.study_uid);
+    memcpy(u.series_uid, r->series_uid, sizeof u.series_uid);
+    memcpy(u.sop_instance_uid, r->sop_instance_uid, sizeof u.sop_instance_uid);
+    return u;
+}
+
+/* ITEM passed its checks, but a drop with the same UIDs may be committing right now,
+ * which the check could not see: its commit would fail this one after close() said 0.
+ * So wait for that commit and check again against what is stored (lock held, released
+ * while waiting). Returns the name of the drop waited for (malloc'd), or NULL. */
+static char *hold_back(inbox *ib, store_item *item)
+{
+    store_ref uids = uids_of(store_item_result(item));
+    char *first = NULL;
+    commit_ticket *t;
+    while (to_commit(item) && (t = flight_find(ib, &uids))) {
+        free(first);
+        if (!(first = strdup(t->name))) abort();
+        while (flight_find(ib, &uids)) pthread_cond_wait(&ib->committed, &ib->lock);
+        pthread_mutex_unlock(&ib->lock);
+        store_item_settle(ib->store, item);
+        pthread_mutex_lock(&ib->lock);
+    }
+    return first;
+}
+
+/* The verdict of a checked file (0 or -errno), its NAME.error text and what it is stored as. */
+static int judge(const char *path, const store_ingest_result *r, const char *first, char **error, store_ref **ref)
+{
+    *error = NULL;
+    *ref = NULL;
+    if (r->status != STORE_OK && !r->dicomdir) {
+        *error = failure_text(base_name(path), r, first);
+        return errno_for(r);
+    }
+    if (r->status == STORE_OK) {
+        if (!(*ref = malloc(sizeof **ref))) abort();
+        **ref = uids_of(r);
+    }
+    return 0;
+}
+
 static int finish_entry(inbox *ib, const char *path, bool last);
 
 /* Every close() of a descriptor flushes, also the close after a dup2 (dd, a shell's
@@ -394,6 +515,7 @@ int inbox_flush(inbox *ib, const char *path)
     pthread_mutex_lock(&ib->lock);
     entry *e = wait_committed(ib, path);
     rc = e && !e->dir ? e->verdict : 0;
+    if (e) e->late = false; /* close() tells it */
     pthread_mutex_unlock(&ib->lock);
     return rc;
 }
@@ -419,30 +541,13 @@ static int finish_entry(inbox *ib, const char *path, bool last)
     unsigned gen = e->gen;
     pthread_mutex_unlock(&ib->lock);
 
-    int verdict = 0;
-    char *error = NULL;
-    store_ref *ref = NULL;
-    store_item *queue = NULL;
-    if (up) {
-        /* Copying the same CD twice succeeds: identical instances count as stored. */
-        store_ingest_opts opts = {.identical_ok = true};
-        store_item *item = store_upload_finish(up, &opts);
-        const store_ingest_result *r = store_item_result(item);
-        bool final = r->status != STORE_OK || r->already_stored;
-        if (r->status != STORE_OK && !r->dicomdir) {
-            verdict = errno_for(r);
-            error = failure_text(base_name(path), r);
-        } else if (r->status == STORE_OK) {
-            ref = calloc(1, sizeof *ref);
-            if (!ref) abort();
-            memcpy(ref->study_uid, r->study_uid, sizeof ref->study_uid);
-            memcpy(ref->series_uid, r->series_uid, sizeof ref->series_uid);
-            memcpy(ref->sop_instance_uid, r->sop_instance_uid, sizeof ref->sop_instance_uid);
-        }
-        if (final) store_item_free(item);
-        else queue = item;
-    }
+    /* Copying the same CD twice succeeds: identical instances count as stored. */
+    store_ingest_opts opts = {.identical_ok = true};
+    store_item *item = up ? store_upload_finish(up, &opts) : NULL;
     pthread_mutex_lock(&ib->lock);
+    char *first = item ? hold_back(ib, item) : NULL, *error = NULL;
+    store_ref *ref = NULL;
+    int verdict = item ? judge(path, store_item_result(item), first, &error, &ref) : 0;
     if (e->gen == gen) { /* not re-created meanwhile */
         e->verdict = verdict;
         free(e->error);
@@ -454,22 +559,26 @@ static int finish_entry(inbox *ib, const char *path, bool last)
         e->settled = now_s();
     }
     commit_ticket *t = NULL;
-    if (queue) { /* the flush's hold passes to the queued commit */
+    if (item && to_commit(item)) { /* the flush's hold passes to the queued commit */
         t = calloc(1, sizeof *t);
         if (!t || !(t->name = strdup(base_name(path)))) abort();
         t->ib = ib;
         t->e = e;
         t->gen = gen;
+        t->uids = uids_of(store_item_result(item));
+        flight_add(ib, t); /* in the same hold of the lock as hold_back's look: no race */
         ib->pending++;
     } else {
+        store_item_free(item);
         e->commits--;
         if (e->orphan && e->commits == 0) entry_free(e);
         pthread_cond_broadcast(&ib->committed); /* an fsync may wait for this hold */
     }
     pthread_mutex_unlock(&ib->lock);
+    free(first);
     free(error);
     free(ref);
-    if (queue) store_commit_async(ib->store, queue, on_committed, t);
+    if (t) store_commit_async(ib->store, item, on_committed, t);
     return verdict;
 }
 
@@ -491,15 +600,30 @@ int inbox_fsync(inbox *ib, const char *path)
     pthread_mutex_lock(&ib->lock);
     entry *e = wait_committed(ib, path);
     rc = e && !e->dir ? e->verdict : 0;
+    if (e) e->late = false;
     pthread_mutex_unlock(&ib->lock);
     return rc;
 }
 
-void inbox_sync(inbox *ib)
+/* PATH is DIR or lies under it ("/" holds everything). */
+static bool under(const char *path, const char *dir)
+{
+    size_t len = strcmp(dir, "/") == 0 ? 0 : strlen(dir);
+    return strncmp(path, dir, len) == 0 && (path[len] == '/' || path[len] == 0);
+}
+
+int inbox_sync(inbox *ib, const char *dir)
 {
     pthread_mutex_lock(&ib->lock);
     while (ib->pending) pthread_cond_wait(&ib->committed, &ib->lock);
+    int rc = 0;
+    for (entry *e = ib->head; e; e = e->next)
+        if (e->late && under(e->path, dir)) {
+            e->late = false;
+            rc = -EIO;
+        }
     pthread_mutex_unlock(&ib->lock);
+    return rc;
 }
 
 static void unlink_entry(inbox *ib, entry *victim)
@@ -528,15 +652,22 @@ static entry *error_owner(inbox *ib, const char *path)
 int inbox_unlink(inbox *ib, const char *path)
 {
     pthread_mutex_lock(&ib->lock);
-    entry *e = find(ib, path), *owner = e ? NULL : error_owner(ib, path);
+    entry *e = visible(ib, path), *owner = e ? NULL : error_owner(ib, path);
     int rc = 0;
-    if (owner) {
+    if (owner && owner->hidden) {
+        unlink_entry(ib, owner); /* the last of the two names */
+    } else if (owner) {
         free(owner->error); /* removing NAME.error forgets the reason */
         owner->error = NULL;
     } else if (!e) {
         rc = -ENOENT;
     } else if (e->dir) {
         rc = -EISDIR;
+    } else if (e->done && e->error && !e->commits) {
+        /* NAME.error stays until it is removed too, as a second file would (rm -r, which
+         * removes NAME first, still finds it). */
+        e->hidden = true;
+        e->late = false;
     } else {
         /* Forgets the dropped name (and aborts an unfinished upload); a stored instance
          * stays in the archive. */
@@ -562,7 +693,7 @@ int inbox_rmdir(inbox *ib, const char *path)
 int inbox_rename(inbox *ib, const char *from, const char *to)
 {
     pthread_mutex_lock(&ib->lock);
-    entry *e = find(ib, from), *target = find(ib, to);
+    entry *e = visible(ib, from), *target = find(ib, to);
     int rc = !e ? -ENOENT : !parent_ok(ib, to) ? -ENOENT : target && target->dir ? -EISDIR : 0;
     if (!rc && e->dir) {
         /* A folder moves with everything in it. */
@@ -593,7 +724,7 @@ int inbox_rename(inbox *ib, const char *from, const char *to)
 int inbox_setmode(inbox *ib, const char *path, mode_t mode)
 {
     pthread_mutex_lock(&ib->lock);
-    entry *e = find(ib, path);
+    entry *e = visible(ib, path);
     if (e) e->mode = mode & 07777;
     pthread_mutex_unlock(&ib->lock);
     return e ? 0 : -ENOENT;
@@ -602,7 +733,7 @@ int inbox_setmode(inbox *ib, const char *path, mode_t mode)
 int inbox_settime(inbox *ib, const char *path, const struct timespec tv[2])
 {
     pthread_mutex_lock(&ib->lock);
-    entry *e = find(ib, path);
+    entry *e = visible(ib, path);
     if (e && tv) {
         if (tv[1].tv_nsec == UTIME_NOW) clock_gettime(CLOCK_REALTIME, &e->mtime);
         else if (tv[1].tv_nsec != UTIME_OMIT) e->mtime = tv[1];
@@ -625,7 +756,7 @@ static void fill_stat(const entry *e, struct stat *st)
 int inbox_stat(inbox *ib, const char *path, struct stat *st)
 {
     pthread_mutex_lock(&ib->lock);
-    entry *e = find(ib, path), *owner = e ? NULL : error_owner(ib, path);
+    entry *e = visible(ib, path), *owner = e ? NULL : error_owner(ib, path);
     int rc = 0;
     if (e) {
         fill_stat(e, st);
@@ -658,7 +789,7 @@ void inbox_list(inbox *ib, const char *dir, void (*fill)(void *ctx, const char *
         if (strncmp(e->path, dir, len) != 0 || e->path[len] != '/' || strchr(e->path + len + 1, '/')) continue;
         struct stat st;
         fill_stat(e, &st);
-        fill(ctx, e->path + len + 1, &st);
+        if (!e->hidden) fill(ctx, e->path + len + 1, &st);
         if (e->done && e->error) {
             char name[512];
             snprintf(name, sizeof name, "%s.error", e->path + len + 1);

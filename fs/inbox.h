@@ -4,7 +4,8 @@
  * checked and its commit queued (durable at fsync, see inbox.c), and the verdict (0, or
  * an errno with a reason) is kept so that
  * every later flush of the same file answers the same, the name stays visible with its
- * size and bytes (the copying program sees success), and NAME.error explains a failure.
+ * size and bytes (the copying program sees success), and NAME.error explains a failure
+ * (a file of its own: it stays when NAME is removed, until it is removed too).
  * Stored files are forgotten KEEP_SECONDS after they were stored; failures stay until
  * they are removed.
  * Thread-safe: one mutex guards the table. */
@@ -36,8 +37,9 @@ int inbox_flush(inbox *ib, const char *path);
 void inbox_release(inbox *ib, const char *path);
 /* Finishes the file, then waits until it is committed (durable): its final verdict. */
 int inbox_fsync(inbox *ib, const char *path);
-/* Waits until every queued commit has finished. */
-void inbox_sync(inbox *ib);
+/* Waits until every queued commit has finished: 0, or -EIO when a file under DIR ("/"
+ * for all) failed after close() said it would be stored and no fsync told so yet. */
+int inbox_sync(inbox *ib, const char *dir);
 int inbox_unlink(inbox *ib, const char *path);
 int inbox_rmdir(inbox *ib, const char *path);
 int inbox_rename(inbox *ib, const char *from, const char *to);

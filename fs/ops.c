@@ -623,14 +623,13 @@ static int op_fsync(const char *path, int datasync, struct fuse_file_info *fi)
     return classify(path).kind == N_DROP ? inbox_fsync(self()->inbox, path) : 0;
 }
 
-/* fsync() of a folder (`sync DIR`): every file dropped so far is durable. */
+/* fsync() of a folder (`sync DIR`): every file dropped so far is durable, and a file
+ * under it that failed after its close() fails this too (EIO, once). */
 static int op_fsyncdir(const char *path, int datasync, struct fuse_file_info *fi)
 {
-    (void)path;
     (void)datasync;
     (void)fi;
-    inbox_sync(self()->inbox);
-    return 0;
+    return inbox_sync(self()->inbox, path ? path : "/");
 }
 
 static int op_mkdir(const char *path, mode_t mode)

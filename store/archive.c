@@ -120,6 +120,26 @@ void db_put(store_t *s, db_t *db)
 
 /* ---- Layout and repair ------------------------------------------------------------ */
 
+/* Whether DIR holds nothing but what an archive's creation makes before index.db (a
+ * creation cut short, or under way in another process), or a file system's lost+found. */
+static bool empty_enough(const char *dir)
+{
+    static const char *const allowed[] = {".", "..", "objects", "tmp", "lock", "index.db-journal", "index.db-wal",
+                                          "index.db-shm", "lost+found"};
+    DIR *d = opendir(dir);
+    if (!d) return false;
+    bool empty = true;
+    for (struct dirent *e; empty && (e = readdir(d)) != NULL;) {
+        bool ours = false;
+        for (size_t i = 0; i < sizeof allowed / sizeof allowed[0] && !ours; i++) ours = strcmp(e->d_name, allowed[i]) == 0;
+        empty = ours;
+    }
+    closedir(d);
+    return empty;
+}
+
+/* An archive is created only in a missing or empty folder: swapped arguments must not
+ * turn a CD's folder into an archive. */
 static int make_layout(const char *dir, bool create, store_err *err)
 {
     struct stat st;
@@ -133,8 +153,13 @@ static int make_layout(const char *dir, bool create, store_err *err)
     }
     char path[PATH_MAX];
     snprintf(path, sizeof path, "%s/index.db", dir);
-    if (!create && access(path, F_OK) != 0)
+    bool exists = access(path, F_OK) == 0;
+    if (!exists && !create)
         return store_seterr(err, STORE_ENOTFOUND, "%s is not a dicomfs archive (no index.db)", dir);
+    if (!exists && !empty_enough(dir))
+        return store_seterr(err, STORE_EEXIST,
+                            "%s is not a dicomfs archive (no index.db) and not empty; an archive is created only in "
+                            "a new or empty folder", dir);
     snprintf(path, sizeof path, "%s/objects/ff", dir);
     if (access(path, F_OK) == 0) return STORE_OK;
     const char *subdirs[] = {"objects", "tmp"};

@@ -1,7 +1,8 @@
 /* commit.c — group commit. One thread per store takes every item queued at that moment
  * and makes them durable together:
  *
- *   BEGIN IMMEDIATE; insert each item's rows (a savepoint each: a duplicate fails alone)
+ *   BEGIN IMMEDIATE; insert each item's rows (a savepoint each: a duplicate fails alone,
+ *                    or is already stored when identical_ok finds the same bytes)
  *   create each object's pending marker (for crash repair; no sync needed, archive.c)
  *   rename tmp -> objects/xx/<name>.dcm
  *   sync data and renames (fdatasync + directory fsync per file for 1-2 items, else
@@ -100,6 +101,25 @@ static void make_durable(store_t *s, db_t *db, store_item **v, size_t n)
     free(names);
 }
 
+/* An item found identical to one committed in the same group (identical_ok). */
+typedef struct {
+    store_item *item;
+    const store_item *first;
+} twin;
+
+/* The item among the first N of V that already took ITEM's UIDs in this transaction. */
+static const store_item *holder(store_item **v, size_t n, const store_item *item)
+{
+    const store_ingest_result *r = &item->result;
+    for (size_t i = 0; i < n; i++) {
+        const store_ingest_result *o = &v[i]->result;
+        if (strcmp(o->sop_instance_uid, r->sop_instance_uid) == 0 && strcmp(o->series_uid, r->series_uid) == 0 &&
+            strcmp(o->study_uid, r->study_uid) == 0 && strcmp(v[i]->partition, item->partition) == 0)
+            return v[i];
+    }
+    return NULL;
+}
+
 static void commit_group(store_t *s, store_item **v, size_t n)
 {
     pthread_mutex_lock(&s->write_lock);
@@ -110,26 +130,39 @@ static void commit_group(store_t *s, store_item **v, size_t n)
         pthread_mutex_unlock(&s->write_lock);
         return;
     }
-    size_t kept = 0;
+    size_t kept = 0, n_twins = 0;
+    twin *twins = NULL;
     for (size_t i = 0; i < n; i++) {
         store_item *item = v[i];
         db_exec(db, "SAVEPOINT item", NULL);
         int rc = index_insert(s, db, item, &err);
         if (rc != SQLITE_OK) db_exec(db, "ROLLBACK TO item", NULL);
         db_exec(db, "RELEASE item", NULL);
-        if (rc == SQLITE_CONSTRAINT)
-            item_reject(item, STORE_EEXIST, STORE_FAIL_EXISTS,
-                        "the instance %s of series %s in study %s is already stored; delete it first",
-                        item->result.sop_instance_uid, item->result.series_uid, item->result.study_uid);
-        else if (rc != SQLITE_OK)
+        if (rc == SQLITE_CONSTRAINT) {
+            const store_item *first = holder(v, kept, item);
+            item_settle_duplicate(s, item, first);
+            if (first && item->result.already_stored) {
+                if (!twins && !(twins = calloc(n, sizeof *twins))) abort();
+                twins[n_twins++] = (twin){item, first};
+            }
+        } else if (rc != SQLITE_OK) {
             item_reject(item, err.status, STORE_FAIL_PROCESSING, "%s", err.msg);
-        else
+        } else {
             v[kept++] = item;
+        }
     }
     if (kept)
         make_durable(s, db, v, kept);
     else
         db_exec(db, "ROLLBACK", NULL);
+    /* A copy is stored only when the first of the group really was. */
+    for (size_t i = 0; i < n_twins; i++)
+        if (twins[i].first->result.status != STORE_OK) {
+            twins[i].item->result.already_stored = false;
+            item_reject(twins[i].item, twins[i].first->result.status, twins[i].first->result.failure_reason, "%s",
+                        twins[i].first->result.message);
+        }
+    free(twins);
     db_idle(db);
     pthread_mutex_unlock(&s->write_lock);
 }

@@ -235,10 +235,51 @@ static void settle_identical(store_t *s, store_item *item)
         r->watermark = in[0].watermark;
     } else {
         item_reject(item, STORE_EEXIST, STORE_FAIL_EXISTS,
-                    "the instance %s of series %s in study %s is already stored with other content; delete it first",
-                    r->sop_instance_uid, r->series_uid, r->study_uid);
+                    "the instance %s of series %s in study %s is already stored with other content (the same UIDs, "
+                    "other bytes); delete it first", r->sop_instance_uid, r->series_uid, r->study_uid);
     }
     free(in);
+}
+
+void store_item_settle(store_t *s, store_item *item)
+{
+    if (!item->final && item->identical_ok) settle_identical(s, item);
+}
+
+static bool same_files(const char *a_path, const char *b_path)
+{
+    int a = open(a_path, O_RDONLY | O_CLOEXEC), b = open(b_path, O_RDONLY | O_CLOEXEC);
+    bool same = a >= 0 && b >= 0 && same_bytes(a, b);
+    if (a >= 0) close(a);
+    if (b >= 0) close(b);
+    return same;
+}
+
+void item_settle_duplicate(store_t *s, store_item *item, const store_item *first)
+{
+    store_ingest_result *r = &item->result;
+    if (item->identical_ok && first) {
+        if (first->size == item->size && same_files(first->tmp, item->tmp)) {
+            unlink(item->tmp);
+            item->tmp[0] = 0;
+            item->final = true;
+            r->status = STORE_OK;
+            r->already_stored = true;
+            r->watermark = first->result.watermark;
+            return;
+        }
+    } else if (item->identical_ok) {
+        settle_identical(s, item);
+        if (item->final) return;
+    }
+    if (item->identical_ok)
+        item_reject(item, STORE_EEXIST, STORE_FAIL_EXISTS,
+                    "another upload with the same UIDs but other bytes was stored first: the instance %s of series %s "
+                    "in study %s; delete it to store this one", r->sop_instance_uid, r->series_uid, r->study_uid);
+    else
+        item_reject(item, STORE_EEXIST, STORE_FAIL_EXISTS,
+                    "the instance %s of series %s in study %s is already stored; delete it first",
+                    r->sop_instance_uid, r->series_uid, r->study_uid);
 }
 
 store_item *store_upload_finish(store_upload *up, const store_ingest_opts *o)
@@ -258,7 +299,8 @@ store_item *store_upload_finish(store_upload *up, const store_ingest_opts *o)
         item_reject(item, STORE_EIO, STORE_FAIL_PROCESSING, "the upload could not be written to the archive's disk");
     else
         prepare(s, item, o);
-    if (!item->final && o && o->identical_ok) settle_identical(s, item);
+    item->identical_ok = o && o->identical_ok;
+    store_item_settle(s, item);
     return item;
 }
 

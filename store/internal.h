@@ -159,6 +159,7 @@ typedef struct {
 struct store_item {
     store_ingest_result result;
     bool final;                /* result decided (rejected before commit, or committed) */
+    bool identical_ok;         /* the same bytes stored before are a success (store_ingest_opts) */
     char partition[65];
     char tmp[PATH_MAX];        /* the upload's temp file; "" once renamed or removed */
     char object[64];           /* "objects/xx/<32 hex>.dcm" */
@@ -182,6 +183,11 @@ struct store_item {
 
 void item_reject(store_item *item, store_status st, int reason, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+
+/* A duplicate found at commit (SQLITE_CONSTRAINT): FIRST is the item of the same group
+ * that holds the UIDs (its file still in tmp/), or NULL when a committed instance does.
+ * With identical_ok the same bytes are already stored; otherwise the item fails 45070. */
+void item_settle_duplicate(store_t *s, store_item *item, const store_item *first);
 
 /* index.c: turn parsed values into index values; write and remove rows. */
 void index_request(const store_t *s, dcm_request *req);

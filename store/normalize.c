@@ -5,6 +5,7 @@
 #include <locale.h>
 #include <pthread.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <wctype.h>
@@ -216,4 +217,36 @@ bool norm_datetime(const char *in, char out[22], bool *had_zone)
     memcpy(out + 14, t + 6, 7);
     out[21] = 0;
     return true;
+}
+
+/* The number written by the two digits at P. */
+static int two(const char *p) { return (p[0] - '0') * 10 + (p[1] - '0'); }
+
+bool norm_date_exists(const char *d, char *why, size_t n)
+{
+    static const char *const months[] = {"January", "February", "March", "April", "May", "June", "July",
+                                         "August", "September", "October", "November", "December"};
+    int year = two(d) * 100 + two(d + 2), month = two(d + 4), day = two(d + 6);
+    if (month < 1 || month > 12) {
+        snprintf(why, n, "there is no month %02d", month);
+        return false;
+    }
+    static const int days[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    bool leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+    int last = days[month - 1] + (month == 2 && leap);
+    if (day < 1 || day > last) {
+        snprintf(why, n, "there is no day %02d in %s %04d (it has %d days)", day, months[month - 1], year, last);
+        return false;
+    }
+    return true;
+}
+
+bool norm_time_exists(const char *t, char *why, size_t n)
+{
+    int hour = two(t), minute = two(t + 2), second = two(t + 4);
+    if (hour > 23) snprintf(why, n, "there is no hour %02d (00 to 23)", hour);
+    else if (minute > 59) snprintf(why, n, "there is no minute %02d (00 to 59)", minute);
+    else if (second > 60) snprintf(why, n, "there is no second %02d (00 to 60)", second);
+    else return true;
+    return false;
 }

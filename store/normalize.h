@@ -29,4 +29,11 @@ bool norm_time(const char *in, char out[14]);
  * for queries by the caller) -> "YYYYMMDDHHMMSS.ffffff". */
 bool norm_datetime(const char *in, char out[22], bool *had_zone);
 
+/* Whether a normalised value names a real moment: D is "YYYYMMDD" (20200229 yes, 20210229
+ * no), T "HHMMSS" (hours 00-23, minutes 00-59, seconds 00-60 for a leap second). The
+ * index keeps what was stored; queries refuse what cannot exist. False puts the reason
+ * ("there is no month 13") in WHY. */
+bool norm_date_exists(const char *d, char *why, size_t n);
+bool norm_time_exists(const char *t, char *why, size_t n);
+
 #endif

@@ -103,23 +103,44 @@ static char *glob_pattern(const char *folded)
     return out;
 }
 
-typedef bool (*norm_fn)(const char *in, char *out);
+/* Normalises a query value; false when it is not one, WHY then says what is wrong when
+ * the form is right but the calendar or the clock has no such value (else ""). */
+typedef bool (*norm_fn)(const char *in, char *out, char *why, size_t n);
 
-static bool norm_da(const char *in, char *out) { return norm_date(in, out); }
-static bool norm_tm(const char *in, char *out) { return norm_time(in, out); }
-static bool norm_dt(const char *in, char *out)
+static bool norm_da(const char *in, char *out, char *why, size_t n)
+{
+    *why = 0;
+    return norm_date(in, out) && norm_date_exists(out, why, n);
+}
+
+static bool norm_tm(const char *in, char *out, char *why, size_t n)
+{
+    *why = 0;
+    return norm_time(in, out) && norm_time_exists(out, why, n);
+}
+
+static bool norm_dt(const char *in, char *out, char *why, size_t n)
 {
     bool zone;
-    return norm_datetime(in, out, &zone) && !zone;
+    *why = 0;
+    return norm_datetime(in, out, &zone) && !zone && norm_date_exists(out, why, n) && norm_time_exists(out + 8, why, n);
+}
+
+/* The 400 of a value that is not a WHAT: "'V' is not a valid date (YYYYMMDD): there is no month 13". */
+static store_status bad_value(store_err *err, const char *v, const char *what, bool range, const char *why)
+{
+    return store_seterr(err, STORE_EINVAL, "'%s' is not a valid %s%s%s%s", v, what, range ? " range" : "",
+                        *why ? ": " : "", why);
 }
 
 static store_status parse_range(filter *f, const char *v, norm_fn norm, const char *what, store_err *err)
 {
+    char why[128] = "";
     const char *dash = strchr(v, '-');
     if (f->tag && dash && strchr(dash + 1, '-')) dash = NULL; /* more than one '-' */
     if (!dash) {
         char buf[32];
-        if (!norm(v, buf)) return store_seterr(err, STORE_EINVAL, "'%s' is not a valid %s", v, what);
+        if (!norm(v, buf, why, sizeof why)) return bad_value(err, v, what, false, why);
         f->kind = M_EXACT;
         add_value(f, strdup(buf));
         return STORE_OK;
@@ -130,16 +151,16 @@ static store_status parse_range(filter *f, const char *v, norm_fn norm, const ch
         char part[64];
         const char *from = side ? dash + 1 : v;
         size_t len = side ? strlen(dash + 1) : (size_t)(dash - v);
-        if (len >= sizeof part) return store_seterr(err, STORE_EINVAL, "'%s' is not a valid %s range", v, what);
+        if (len >= sizeof part) return bad_value(err, v, what, true, "");
         memcpy(part, from, len);
         part[len] = 0;
         char buf[32];
         if (!len) {
             add_value(f, NULL);
-        } else if (norm(part, buf)) {
+        } else if (norm(part, buf, why, sizeof why)) {
             add_value(f, strdup(buf));
         } else {
-            return store_seterr(err, STORE_EINVAL, "'%s' is not a valid %s range", v, what);
+            return bad_value(err, v, what, true, why);
         }
     }
     if (f->values[0] && f->values[1] && strcmp(f->values[0], f->values[1]) > 0)

@@ -38,11 +38,13 @@ bool store_valid_uid(const char *uid);
 
 /* ---- Opening ---------------------------------------------------------------------- */
 
-enum { STORE_OPEN_CREATE = 1 }; /* create the archive directory and index if missing */
+enum { STORE_OPEN_CREATE = 1 }; /* create the archive if DIR is missing or empty */
 
-/* Opens (and with STORE_OPEN_CREATE creates) the archive in DIR. When no other process
- * has the archive open, repairs what a crash left half-done (orphan temp and object
- * files). Returns NULL and fills err on failure. */
+/* Opens (and with STORE_OPEN_CREATE creates) the archive in DIR. An archive is created
+ * only in a missing or empty folder (STORE_EEXIST for a folder with other files: a
+ * swapped command line must not fill a CD's folder). When no other process has the
+ * archive open, repairs what a crash left half-done (orphan temp and object files).
+ * Returns NULL and fills err on failure. */
 store_t *store_open(const char *dir, int flags, store_err *err);
 
 /* Waits for pending commits, then closes. NULL is a no-op. */
@@ -106,6 +108,11 @@ void store_upload_abort(store_upload *up); /* deletes the temp file */
  * Consumes the upload. Never returns NULL (out of memory aborts). The item's result is
  * already final if parsing or validation failed; otherwise commit it. */
 store_item *store_upload_finish(store_upload *up, const store_ingest_opts *opts);
+
+/* identical_ok once more, against what is stored now: for a face that held an item back
+ * while another with the same UIDs was being committed (the mount's inbox). The item is
+ * then already stored (the same bytes), failed 45070 (other bytes), or still to commit. */
+void store_item_settle(store_t *store, store_item *item);
 
 const store_ingest_result *store_item_result(const store_item *item);
 void store_item_free(store_item *item);

@@ -232,6 +232,28 @@ def main():
     refused("fuzzymatching=maybe", why=" [fuzzymatching not a boolean]")
     refused("StudyDate=2020-01-15", why=" [invalid DA]")
     refused("StudyDate=20200115-20190101", why=" [range end before start]")
+
+    # dates the calendar does not have: 400 with the reason, alone or as a range end
+    def refused_date(value, reason, key="StudyDate", level="study"):
+        rc, data, err = tu.find(archive, f"{key}={value}", level=level)
+        c.ok(rc == 1 and value in err and reason in err,
+             f"find {key}={value} is refused (exit 1) because {reason}", f"rc={rc} stderr={err.strip()[:300]}")
+    refused_date("20201301", "there is no month 13")
+    refused_date("20200230", "there is no day 30 in February 2020")
+    refused_date("20210229", "there is no day 29 in February 2021")
+    refused_date("20200101-20201301", "there is no month 13")
+    refused_date("20201301-", "there is no month 13")
+    refused_date("19991332", "there is no month 13", key="PatientBirthDate")
+    refused_date("20200431", "there is no day 31 in April 2020", key="PerformedProcedureStepStartDate", level="series")
+    q(["S4"], "PatientBirthDate=20000229", what="29 February of a leap year is a date: PatientBirthDate=20000229 -> S4")
+    q(["S1", "S5"], "StudyDate=20200101-20210228", what="a range ending on 28 February 2021 is a range: -> S1, S5")
+
+    # the limit: 1 to 200 per call, as QIDO-RS; --help says so
+    p = tu.run(["find", "--help"])
+    c.ok(p.returncode == 0 and "1 to 200" in p.stdout and "offset" in p.stdout,
+         "find --help documents the limit (1 to 200) and paging with offset", p.stdout[-400:])
+    rc, data, err = tu.find(archive, "limit=201")
+    c.ok(rc == 1 and "1 to 200" in err, "limit=201 is refused with the range it must be in", err.strip()[:200])
     refused("Modality=CT", level="study", why=" [series attribute at study level]")
     refused("SOPInstanceUID=1.2.3", level="series", why=" [instance attribute at series level]")
     refused("PatientName=John^Doe", level="series", study=study_uid["S2"],

@@ -206,6 +206,50 @@ check "a failed file and its reason stay" test -f "$M/inbox/cd/README.txt" -a -f
 fusermount3 -u "$M"
 wait "$PID"
 
+# close() gives the verdict for every file of a folder copy, also for those that share
+# UIDs with another file of the same copy (pydicom's corpus: MR_small*.dcm, JPEG2000*.dcm,
+# SC_rgb_rle*.dcm): a file whose close() succeeded is stored, one that is not stored
+# failed its close() (DICOMDIR files are skipped), and `sync DIR` has no late failure to report.
+A2=$SCRATCH/archive2
+"$DICOMFS" mount "$A2" "$M" >"$SCRATCH/mount3.log" 2>&1 &
+PID=$!
+for _ in $(seq 50); do mountpoint -q "$M" && break; sleep 0.1; done
+for run in 1 2; do # 2: the same files again, now against what run 1 stored
+    cp -r "$CORPUS" "$M/inbox/corpus$run" 2>"$SCRATCH/corpus$run.err"
+    check "run $run: sync of the inbox after cp -r of the corpus succeeds (no late failure)" sync "$M/inbox"
+    sed -n "s|^cp: failed to close '$M/inbox/corpus$run/\(.*\)': .*|\1|p" "$SCRATCH/corpus$run.err" | sort >"$SCRATCH/cpfail$run"
+    (cd "$M/inbox/corpus$run" && find . -name '*.error' | sed 's|^\./||; s|\.error$||' | sort) >"$SCRATCH/errfiles$run"
+    check "run $run: cp -r fails exactly for the files with a .error ($(wc -l <"$SCRATCH/cpfail$run") cp errors, $(wc -l <"$SCRATCH/errfiles$run") .error files)" \
+        cmp "$SCRATCH/cpfail$run" "$SCRATCH/errfiles$run"
+    notstored=$(cd "$CORPUS" && find . -type f ! -name 'DICOMDIR*' | sed 's|^\./||' | sort | comm -23 - "$SCRATCH/cpfail$run" |
+        while read -r f; do cmp -s "$CORPUS/$f" "$M/inbox/corpus$run/$f" || echo "$f"; done)
+    check "run $run: every file whose close() succeeded reads back as stored bytes${notstored:+ (not: $notstored)}" test -z "$notstored"
+done
+check "a duplicate's .error says its UIDs were stored with other bytes" \
+    grep -q "same UIDs.*other bytes" "$M/inbox/corpus1/MR_small_RLE.dcm.error"
+check "a validation failure's .error says its reason once" \
+    test "$(grep -c "PatientID is missing" "$M/inbox/corpus1/ExplVR_BigEnd.dcm.error")" = 1
+# two copies at once of one instance with other bytes: one is stored, the other's close() fails
+for i in 1 2 3 4 5; do
+    cp "$CORPUS/CT_small.dcm" "$SCRATCH/src/x$i.dcm" && dcmodify -q -nb -m "(0008,0018)=1.2.3.97.$i" "$SCRATCH/src/x$i.dcm"
+    cp "$SCRATCH/src/x$i.dcm" "$SCRATCH/src/y$i.dcm" && dcmodify -q -nb -m "(0010,0010)=Other^Bytes" "$SCRATCH/src/y$i.dcm"
+    cp "$SCRATCH/src/x$i.dcm" "$M/inbox/x$i.dcm" 2>/dev/null & cx=$!
+    cp "$SCRATCH/src/y$i.dcm" "$M/inbox/y$i.dcm" 2>/dev/null & cy=$!
+    wait $cx; rx=$?; wait $cy; ry=$?
+    [ $rx -eq 0 ] && loser=y$i || loser=x$i
+    check "round $i: of two concurrent cp of the same UIDs with other bytes exactly one fails (x $rx, y $ry)" \
+        test $((rx == 0)) -ne $((ry == 0))
+    check "round $i: and $loser.dcm.error says the same UIDs have other bytes" grep -q "other bytes" "$M/inbox/$loser.dcm.error"
+done
+check "sync after the concurrent copies succeeds" sync "$M/inbox"
+# rm -r of a folder with failures, in one go (NAME, then NAME.error, then the folder)
+check "rm -r of an inbox folder with failed files succeeds at once" rm -r "$M/inbox/corpus1"
+check "and the folder is gone" test ! -e "$M/inbox/corpus1"
+check "rm of a failed file and its .error succeeds" bash -c "rm '$M/inbox/corpus2/README.txt' '$M/inbox/corpus2/README.txt.error'"
+fusermount3 -u "$M"
+wait "$PID"
+check "the second archive is consistent" "$DICOMFS" fsck "$A2"
+
 echo "fs_mount: $pass passed, $fails failed"
 echo "$pass passed, $fails failed"
 [ $fails -eq 0 ]

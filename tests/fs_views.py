@@ -497,7 +497,9 @@ def check_search(c, mnt, archive, data, paths):
 
     # bad queries: EINVAL, and <query>.error says why
     for level, q, word in [("studies", "StudyDate=notadate", "notadate"), ("studies", "Foo=1", "Foo"),
-                           ("instances", "StudyDate=2020-99", "2020-99")]:
+                           ("instances", "StudyDate=2020-99", "2020-99"),
+                           ("studies", "StudyDate=20200230", "no day 30 in February 2020"),
+                           ("series", "StudyDate=20200101-20201301", "no month 13")]:
         folder = os.path.join(S, level, q)
         c.eq(ename(err_of(os.stat, folder)), "EINVAL", f"stat search/{level}/{q} fails with EINVAL")
         c.eq(ename(err_of(os.listdir, folder)), "EINVAL", f"ls search/{level}/{q} fails with EINVAL")

@@ -10,6 +10,7 @@ The table was built by inspecting the files with pydicom and dcmdump:
   - Media Storage Directory SOP class (DICOMDIR, whatever the name)             -> skipped
   - a required UID or PatientID missing / a UID invalid                          -> failed 43264
   - same (study, series, SOP) triple as a file earlier in sorted order         -> failed 45070
+    (the same bytes as that file                                                 -> stored, already stored)
   - Implicit VR Little Endian                                                    -> stored, warning 45063
   - an attribute whose content breaks its VR (badVR.dcm: IS "1A")                -> stored, warning 1
 Files are passed explicitly, sorted by their path relative to the corpus, with --jobs 1,
@@ -32,6 +33,7 @@ NOTDICOM = ("failed", 272)
 INVALID = ("failed", 43264)
 DUP = ("failed", 45070)
 SKIP = ("skipped", None)
+ALREADY = ("stored", "already")  # the same bytes as a file stored before: nothing changes
 
 # file (relative to the corpus) -> (result, failureReason or warningReason)
 EXPECTED = {
@@ -66,7 +68,7 @@ EXPECTED = {
     'SC_rgb_dcmtk_+eb+cy+s4.dcm': STORED,
     'SC_rgb_gdcm_KY.dcm': STORED,
     'SC_rgb_jpeg.dcm': NOTDICOM,  # unparsable (DCMTK: premature end / bad element)
-    'SC_rgb_jpeg_app14_dcmd.dcm': DUP,  # duplicate of SC_jpeg_no_color_transform_2.dcm
+    'SC_rgb_jpeg_app14_dcmd.dcm': ALREADY,  # byte for byte SC_jpeg_no_color_transform_2.dcm
     'SC_rgb_jpeg_dcmd.dcm': IMPLICIT,  # implicit VR
     'SC_rgb_jpeg_dcmtk.dcm': STORED,
     'SC_rgb_jpeg_gdcm.dcm': STORED,
@@ -222,6 +224,8 @@ def uids_of(path):
 def reason_of(r):
     if r.get("result") == "failed":
         return r.get("failureReason")
+    if r.get("alreadyStored"):
+        return "already"
     return r.get("warningReason")
 
 
@@ -251,11 +255,15 @@ def main():
             u = uids_of(os.path.join(tu.CORPUS, rel))
             trip = u[:3] if u else None
             is_dup = trip in seen
-            if is_dup != (exp == DUP):
+            if is_dup != (exp in (DUP, ALREADY)):
                 table_ok = False
                 c.ok(False, f"table: {rel} duplicate={is_dup} by UIDs but expected {exp}")
             seen.setdefault(trip, rel)
-    c.ok(table_ok, "table: the 45070 entries are exactly the repeated (study, series, SOP) triples")
+    c.ok(table_ok, "table: the 45070 and already-stored entries are exactly the repeated (study, series, SOP) triples")
+    same = [rel for rel in rels if EXPECTED[rel] == ALREADY and
+            open(os.path.join(tu.CORPUS, rel), "rb").read() !=
+            open(os.path.join(tu.CORPUS, seen[uids_of(os.path.join(tu.CORPUS, rel))[:3]]), "rb").read()]
+    c.eq(same, [], "table: the already-stored entries have the bytes of the first file with their UIDs")
 
     # ---- Ingest everything, one file after the other -------------------------------
     paths = [os.path.join(tu.CORPUS, r) for r in rels]
@@ -309,7 +317,7 @@ def main():
     names = {STORED: "stored", IMPLICIT: "stored with warning 45063 (implicit VR)",
              WARN: "stored with warning 1 (invalid attributes)", NOTDICOM: "failed 272 (not DICOM / unparsable)",
              INVALID: "failed 43264 (validation)", DUP: "failed 45070 (already stored)",
-             SKIP: "skipped (DICOMDIR)"}
+             SKIP: "skipped (DICOMDIR)", ALREADY: "stored before with the same bytes (already stored)"}
     for k, v in sorted(counts.items(), key=lambda kv: -kv[1]):
         print(f"#      {v:4d} {names.get(k, k)}")
 
@@ -346,13 +354,21 @@ def main():
         c.eq(int(m.group(1)), len(stored_uids), "fsck counts every stored instance")
         c.eq(int(m.group(2)), len(stored_uids), "fsck finds one object per stored instance")
 
-    # ---- Ingesting the same files again: every stored one is now a 45070 -----------
+    # ---- Ingesting the same files again: already stored, which is no failure ----------
     again = [os.path.join(tu.CORPUS, r) for r in ("CT_small.dcm", "rtplan.dcm", "badVR.dcm")]
     proc2, res2, _ = tu.ingest(archive, again, "--jobs", "1")
-    c.eq(sorted((os.path.basename(r.get("path", "")), r.get("result"), r.get("failureReason")) for r in res2),
-         sorted((os.path.basename(a), "failed", 45070) for a in again),
-         "re-ingesting stored files fails each with 45070")
-    c.eq(proc2.returncode, 1, "re-ingest exits 1")
+    c.eq(sorted((os.path.basename(r.get("path", "")), r.get("result"), r.get("alreadyStored"), r.get("failureReason"))
+                for r in res2),
+         sorted((os.path.basename(a), "stored", True, None) for a in again),
+         "re-ingesting stored files: each is already stored (the same bytes), not a failure")
+    c.eq(proc2.returncode, 0, "re-ingest of files already stored exits 0")
+    c.ok("ingest: 3 stored (3 already stored), 0 skipped, 0 failed" in proc2.stderr,
+         "and its summary says they were already stored", proc2.stderr[-300:])
+    # the same UIDs with other bytes (MR_small_RLE.dcm is MR_small.dcm recompressed) still fail
+    proc2b, res2b, _ = tu.ingest(archive, [os.path.join(tu.CORPUS, "MR_small_RLE.dcm")])
+    c.eq([(r.get("result"), r.get("failureReason")) for r in res2b], [("failed", 45070)],
+         "a file with the UIDs of a stored instance but other bytes fails with 45070")
+    c.eq(proc2b.returncode, 1, "and ingest exits 1")
 
     # ---- The whole corpus as one folder (recursion, DICOMDIR by content) ------------
     archive2 = os.path.join(scratch, "archive-folder")
@@ -380,9 +396,9 @@ def main():
     c.eq(mism, [], "folder ingest: non-duplicate files get the same results as file by file")
     bad_groups = []
     for trip, members in groups.items():
-        stored = [m for m in members if m[1][0] == "stored"]
+        stored = [m for m in members if m[1][0] == "stored" and m[1] != ALREADY]
         others = [m for m in members if m[1][0] != "stored"]
-        if len(stored) != 1 or any(m[1] not in (DUP, ("failed", 45071)) for m in others):
+        if len(stored) != 1 or any(m[1] not in (DUP, ALREADY, ("failed", 45071)) for m in others):
             bad_groups.append(members)
     c.eq(bad_groups, [], "folder ingest: each UID triple stored exactly once, its copies 45070/45071")
     p = tu.fsck(archive2)

@@ -91,6 +91,91 @@ static void identical_ok_accepts_the_same_bytes_only(store_t *s)
     CHECK(store_changefeed_head(s) == head, "identical_ok: nothing changed");
 }
 
+/* Uploads PATH and finishes it, not committed yet. */
+static store_item *finished(store_t *s, const char *path, const store_ingest_opts *o)
+{
+    store_err err;
+    store_upload *up = store_upload_begin(s, &err);
+    FILE *f = fopen(path, "rb");
+    if (!up || !f) abort();
+    store_upload_copy_fd(up, fileno(f));
+    fclose(f);
+    return store_upload_finish(up, o);
+}
+
+static void copies_committed_together_are_settled_by_their_bytes(store_t *s)
+{
+    /* A CD copied twice into one ingest: the copies meet in one group commit, where only
+     * the commit can see that they share UIDs. */
+    const char *a = test_make("CT_small.dcm", "twin_a.dcm", "-m '(0008,0018)=1.2.3.4.77'");
+    char a_path[2048];
+    snprintf(a_path, sizeof a_path, "%s", a);
+    const char *other = test_make("CT_small.dcm", "twin_c.dcm", "-m '(0008,0018)=1.2.3.4.77' -m '(0010,0010)=Other^Bytes'");
+    char other_path[2048];
+    snprintf(other_path, sizeof other_path, "%s", other);
+    int64_t head = store_changefeed_head(s);
+    store_ingest_opts o = {.identical_ok = true};
+    store_item *v[3] = {finished(s, a_path, &o), finished(s, a_path, &o), finished(s, other_path, &o)};
+    store_commit(s, v, 3);
+    const store_ingest_result *r0 = store_item_result(v[0]), *r1 = store_item_result(v[1]), *r2 = store_item_result(v[2]);
+    CHECK(r0->status == STORE_OK && !r0->already_stored, "the first copy is stored: %d %s", r0->status, r0->message);
+    CHECK(r1->status == STORE_OK && r1->already_stored && r1->watermark == r0->watermark,
+          "identical_ok: the same bytes in the same group are already stored: %d %s", r1->status, r1->message);
+    CHECK(r2->status == STORE_EEXIST && r2->failure_reason == 45070 && strstr(r2->message, "other bytes"),
+          "other bytes under the same UIDs in the same group fail 45070 and say so: %d %s", r2->failure_reason,
+          r2->message);
+    CHECK(store_changefeed_head(s) == head + 1, "one change-feed row for the three copies");
+    for (int i = 0; i < 3; i++) store_item_free(v[i]);
+
+    /* Without identical_ok (STOW) a copy is a duplicate, as the reference answers. */
+    const char *b = test_make("CT_small.dcm", "twin_b.dcm", "-m '(0008,0018)=1.2.3.4.78'");
+    store_item *w[2] = {finished(s, b, NULL), finished(s, b, NULL)};
+    store_commit(s, w, 2);
+    CHECK(store_item_result(w[0])->status == STORE_OK && store_item_result(w[1])->failure_reason == 45070,
+          "without identical_ok the second copy of a group fails 45070: %d", store_item_result(w[1])->failure_reason);
+    for (int i = 0; i < 2; i++) store_item_free(w[i]);
+}
+
+static void an_archive_is_created_only_in_a_missing_or_empty_folder(void)
+{
+    /* A CD's folder given where the archive belongs must stay as it was. */
+    const char *cd = test_path("cd");
+    char dir[2048], cmd[8192];
+    snprintf(dir, sizeof dir, "%s", cd);
+    snprintf(cmd, sizeof cmd, "mkdir -p '%s' && cp '%s/CT_small.dcm' '%s/'", dir, CORPUS, dir);
+    CHECK(system(cmd) == 0, "a folder with a file in it");
+    store_err err = {0};
+    store_t *s = store_open(dir, STORE_OPEN_CREATE, &err);
+    CHECK(!s && err.status == STORE_EEXIST && strstr(err.msg, "not empty"),
+          "creating an archive in a folder of other files is refused: %s", err.msg);
+    store_close(s);
+    snprintf(cmd, sizeof cmd, "test \"$(ls -A '%s')\" = CT_small.dcm", dir);
+    CHECK(system(cmd) == 0, "and the folder is untouched (no index.db, objects/, tmp/, lock)");
+
+    char empty[2048];
+    snprintf(empty, sizeof empty, "%s", test_path("empty"));
+    snprintf(cmd, sizeof cmd, "mkdir -p '%s'", empty);
+    CHECK(system(cmd) == 0, "an empty folder");
+    s = store_open(empty, STORE_OPEN_CREATE, &err);
+    CHECK(s != NULL, "an archive is created in an empty folder: %s", s ? "" : err.msg);
+    store_close(s);
+    s = store_open(empty, STORE_OPEN_CREATE, &err);
+    CHECK(s != NULL, "and opened again as an existing archive: %s", s ? "" : err.msg);
+    store_close(s);
+    s = store_open(test_path("missing/archive"), STORE_OPEN_CREATE, &err);
+    CHECK(!s, "a missing parent folder is not created: %s", err.msg);
+    store_close(s);
+
+    /* A creation cut short (objects/ and tmp/ made, no index.db yet) is finished. */
+    char cut[2048];
+    snprintf(cut, sizeof cut, "%s", test_path("cut"));
+    snprintf(cmd, sizeof cmd, "mkdir -p '%s/objects/00' '%s/tmp' && touch '%s/lock'", cut, cut, cut);
+    CHECK(system(cmd) == 0, "a folder with an archive's first entries");
+    s = store_open(cut, STORE_OPEN_CREATE, &err);
+    CHECK(s != NULL, "a creation cut short is completed: %s", s ? "" : err.msg);
+    store_close(s);
+}
+
 static void expect_failure(store_t *s, const char *path, int reason, const char *rule, const store_ingest_opts *o)
 {
     int64_t head = store_changefeed_head(s);
@@ -251,9 +336,11 @@ int main(void)
     implicit_vr_warns_45063(s);
     encapsulated_frames_point_at_fragments(s);
     charset_is_converted_to_utf8(s);
+    copies_committed_together_are_settled_by_their_bytes(s);
 
     store_fsck_report rep;
     CHECK(store_fsck(s, false, NULL, NULL, &rep, NULL) == STORE_OK, "fsck is clean after all of the above");
     store_close(s);
+    an_archive_is_created_only_in_a_missing_or_empty_folder();
     return test_summary();
 }

@@ -130,11 +130,13 @@ def ingest(archive, paths, *opts, timeout=None):
 
 
 def summary_line(stderr):
-    """The 'ingest: N stored, N skipped, N failed' line (last line of stderr) as a tuple."""
+    """The 'ingest: N stored[ (M already stored)], N skipped, N failed' line (last line of
+    stderr) as a tuple (stored, skipped, failed); stored counts the already stored too."""
     lines = [l for l in stderr.splitlines() if l.strip()]
     if not lines:
         return None
-    m = re.fullmatch(r"ingest: (\d+) stored, (\d+) skipped, (\d+) failed", lines[-1].strip())
+    m = re.fullmatch(r"ingest: (\d+) stored(?: \(\d+ already stored\))?, (\d+) skipped, (\d+) failed",
+                     lines[-1].strip())
     return tuple(int(x) for x in m.groups()) if m else None
 
 

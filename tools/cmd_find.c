@@ -14,7 +14,8 @@ static const char usage_text[] =
     "Prints the matching studies, series or instances as a DICOM JSON array, as QIDO-RS\n"
     "does. KEY=VALUE are QIDO query parameters: attribute keywords or 8-hex tags\n"
     "(PatientName=DOE*, StudyDate=20200101-20201231), includefield, limit, offset,\n"
-    "fuzzymatching. --study and --series scope the search like the URL does.\n"
+    "fuzzymatching. At most 200 results per call, as QIDO-RS: limit is 1 to 200 (default\n"
+    "100); page with offset. --study and --series scope the search like the URL does.\n"
     "--repeat N runs the query N times and prints its latency on stderr.\n";
 
 static int cmp_double(const void *a, const void *b)

@@ -23,13 +23,15 @@
 static const char usage_text[] =
     "usage: dicomfs ingest [--json] [--v1] [--study UID] [--jobs N] ARCHIVE PATH...\n\n"
     "Stores DICOM files, and every file under the given folders, in ARCHIVE (created when\n"
-    "missing). OS junk (.DS_Store, Thumbs.db, desktop.ini, ._*) and DICOMDIR files are\n"
-    "skipped. Each file is stored, skipped or failed; failures say why.\n\n"
+    "missing or empty). OS junk (.DS_Store, Thumbs.db, desktop.ini, ._*) and DICOMDIR files\n"
+    "are skipped. Each file is stored, skipped or failed; failures say why. A file already\n"
+    "stored with the same bytes counts as stored (nothing changes).\n\n"
     "  --json      one JSON object per file on stdout, as soon as its result is final\n"
     "  --v1        apply the reference's v1 validation rules (default: v2)\n"
     "  --study UID every instance must belong to this study\n"
     "  --jobs N    files parsed in parallel (default: the number of CPUs)\n\n"
-    "Exit status: 0 when no file failed, 1 when some did, 2 on a usage or archive error.\n";
+    "Exit status: 0 when no file failed, 1 when some did, 2 on a usage or archive error\n"
+    "(a PATH that does not exist, an ARCHIVE that is a folder of other files).\n";
 
 typedef struct {
     char **v;
@@ -49,7 +51,7 @@ typedef struct {
 
     pthread_mutex_t out_lock;    /* results */
     pthread_cond_t out_cond;
-    size_t finished, stored, skipped, failed;
+    size_t finished, stored, already, skipped, failed;
     uint64_t bytes;
     struct timespec last_progress;
 } run;
@@ -152,9 +154,11 @@ static void report(run *r, const char *path, const char *outcome, const store_in
     if (strcmp(outcome, "stored") == 0) r->stored++;
     else if (strcmp(outcome, "skipped") == 0) r->skipped++;
     else r->failed++;
+    if (res && res->already_stored) r->already++;
     if (r->json) {
         json_t *o = json_pack("{s:o, s:s}", "path", json_utf8(path), "result", outcome);
         if (res) {
+            if (res->already_stored) json_object_set_new(o, "alreadyStored", json_true());
             if (res->failure_reason) json_object_set_new(o, "failureReason", json_integer(res->failure_reason));
             if (res->warning_reason) json_object_set_new(o, "warningReason", json_integer(res->warning_reason));
             if (res->message[0]) json_object_set_new(o, "message", json_utf8(res->message));
@@ -286,6 +290,16 @@ int cmd_ingest(int argc, char **argv)
         fputs(usage_text, stderr);
         return 2;
     }
+    /* Before the archive is touched: a missing input is a typo (or swapped arguments). */
+    for (int i = optind + 1; i < argc; i++) {
+        struct stat st;
+        if (stat(argv[i], &st) != 0) {
+            fprintf(stderr, "dicomfs ingest: %s: %s\n", argv[i], strerror(errno));
+            return 2;
+        }
+    }
+    /* Identical copies (the inbox ingested again, a CD copied twice) are already stored. */
+    r.opts.identical_ok = true;
     r.store = cli_open("ingest", argv[optind], true);
     if (!r.store) return 2;
     for (int i = optind + 1; i < argc; i++) walk(&r.files, argv[i], 0);
@@ -308,7 +322,9 @@ int cmd_ingest(int argc, char **argv)
     pthread_mutex_unlock(&r.out_lock);
     store_close(r.store);
 
-    fprintf(stderr, "ingest: %zu stored, %zu skipped, %zu failed\n", r.stored, r.skipped, r.failed);
+    char already[64] = "";
+    if (r.already) snprintf(already, sizeof already, " (%zu already stored)", r.already);
+    fprintf(stderr, "ingest: %zu stored%s, %zu skipped, %zu failed\n", r.stored, already, r.skipped, r.failed);
     for (size_t i = 0; i < r.files.n; i++) free(r.files.v[i]);
     free(r.files.v);
     return r.failed ? 1 : 0;

@@ -13,7 +13,7 @@
 static const char usage_text[] =
     "usage: dicomfs serve ARCHIVE [--http HOST:PORT] [--cors ORIGIN] [--strict]\n"
     "                    [--mount DIR [--allow-delete] [--sync-close] [--inbox-keep S]]\n\n"
-    "Serves ARCHIVE (created when missing) over DICOMweb as the Azure DICOM service does:\n"
+    "Serves ARCHIVE (created when missing or empty) over DICOMweb as the Azure DICOM service does:\n"
     "STOW-RS, QIDO-RS, WADO-RS and DELETE under /v1/ and /v2/, and /health/check.\n\n"
     "  --http HOST:PORT  where to listen (default 127.0.0.1:8080; port 0 picks a free one)\n"
     "  --cors ORIGIN     Access-Control-Allow-Origin for browser viewers (default *)\n"

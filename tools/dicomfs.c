@@ -4,6 +4,10 @@
 
 #include "cli.h"
 
+#ifndef DICOMFS_VERSION /* CMake sets it from project(VERSION) */
+#define DICOMFS_VERSION "unknown"
+#endif
+
 static const struct {
     const char *name;
     int (*run)(int argc, char **argv);
@@ -25,6 +29,7 @@ static void usage(FILE *out)
                  "dicomfs is a DICOM archive: an SQLite-indexed store of DICOM instances.\n\ncommands:\n");
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].summary);
+    fprintf(out, "  %-10s %s\n", "version", "print the version (also --version)");
     fprintf(out, "\n'dicomfs COMMAND --help' describes a command.\n");
 }
 
@@ -39,8 +44,14 @@ store_t *cli_open(const char *cmd, const char *archive, bool create)
 {
     store_err err = {0};
     store_t *s = store_open(archive, create ? STORE_OPEN_CREATE : 0, &err);
-    if (!s) fprintf(stderr, "dicomfs %s: %s\n", cmd, err.msg);
-    return s;
+    if (s) return s;
+    fprintf(stderr, "dicomfs %s: %s\n", cmd, err.msg);
+    if (err.status == STORE_EEXIST) /* most often the arguments in the wrong order */
+        fprintf(stderr, "dicomfs %s: the archive comes first; name a new or empty folder to create one "
+                "(dicomfs %s --help)\n", cmd, cmd);
+    else if (err.status == STORE_ENOTFOUND)
+        fprintf(stderr, "dicomfs %s: dicomfs ingest, serve or mount create an archive in a new or empty folder\n", cmd);
+    return NULL;
 }
 
 int main(int argc, char **argv)
@@ -48,6 +59,10 @@ int main(int argc, char **argv)
     if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "help") == 0) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
+    }
+    if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "version") == 0) {
+        printf("dicomfs %s\n", DICOMFS_VERSION);
+        return 0;
     }
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         if (strcmp(argv[1], commands[i].name) == 0) return commands[i].run(argc - 1, argv + 1);
