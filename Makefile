@@ -23,14 +23,11 @@ MOUNT   ?= ./mnt
 # e.g. MOUNT_FLAGS=--allow-delete
 MOUNT_FLAGS ?=
 
-# Stores what is in $(INBOX) (if anything), then serves the archive over DICOMweb and,
-# where FUSE is available, as a folder at $(MOUNT), until Ctrl-C.
+# Stores what is in $(INBOX) (if anything; refused files are reported, not fatal), then
+# serves the archive over DICOMweb and, where FUSE is available, as a folder at $(MOUNT),
+# until Ctrl-C. tools/run.sh holds the steps (tests/make_run.sh tests them).
 run: build
-	@mkdir -p $(INBOX) $(MOUNT)
-	@if [ -n "$$(ls -A $(INBOX))" ]; then $(BUILD)/dicomfs ingest $(ARCHIVE) $(INBOX); fi
-	@fusermount3 -uz $(MOUNT) 2>/dev/null || true
-	@if [ -e /dev/fuse ]; then $(BUILD)/dicomfs serve $(ARCHIVE) --http $(HTTP) --mount $(MOUNT) $(MOUNT_FLAGS); \
-	 else $(BUILD)/dicomfs serve $(ARCHIVE) --http $(HTTP); fi
+	@tools/run.sh '$(BUILD)/dicomfs' '$(ARCHIVE)' '$(INBOX)' '$(MOUNT)' '$(HTTP)' $(MOUNT_FLAGS)
 
 test: test-deps build
 	@cd $(BUILD) && ctest --output-on-failure -j $(JOBS)

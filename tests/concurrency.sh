@@ -44,6 +44,9 @@ ok "generated 2 x $PER_SET DICOM files"
 
 STOP=$SCRATCH/stop
 DONE=$SCRATCH/writers_done
+# A reader's count of finished calls, written whole (a rename), so a read of it never
+# sees the file empty or half written.
+set_progress() { echo "$2" >"$SCRATCH/reader_$1.progress.tmp" && mv -f "$SCRATCH/reader_$1.progress.tmp" "$SCRATCH/reader_$1.progress"; }
 # Reader 1: find at every level; every call must exit 0 and print a JSON array.
 reader_find() {
     local n=0 bad=0 started=0 during=0
@@ -58,7 +61,7 @@ reader_find() {
         fi
         n=$((n + 1))
         [ -e "$DONE" ] || during=$((during + 1))
-        echo $n >"$SCRATCH/reader_find.progress"
+        set_progress find $n
         if [ $rc -ne 0 ] || ! printf '%s' "$out" | "$PY" -c 'import json,sys; d=json.load(sys.stdin); assert isinstance(d, list)' 2>/dev/null; then
             bad=$((bad + 1))
             echo "find --level $lvl exit $rc: ${out:0:300}" >>"$SCRATCH/reader_find.errors"
@@ -78,7 +81,7 @@ reader_changes() {
         fi
         n=$((n + 1))
         [ -e "$DONE" ] || during=$((during + 1))
-        echo $n >"$SCRATCH/reader_changes.progress"
+        set_progress changes $n
         cnt=$(printf '%s' "$out" | "$PY" -c '
 import json, sys
 d = json.load(sys.stdin)
@@ -107,22 +110,22 @@ reader_changes &
 rcg=$!
 
 # ---- Two writers at once, on an archive that does not exist yet ------------------------
-# Writer A ingests its set part by part and, between parts, waits until both readers have
-# finished another call: the readers are then certain to run while the archive is being
-# written, however fast or slow this machine is (no timing assumptions).
-progress() { cat "$SCRATCH/reader_$1.progress" 2>/dev/null || echo 0; }
+# Writer A ingests its set part by part and, after each part, waits until both readers
+# have finished another call: each reader then finishes at least one call per part
+# before the writers are done, however fast or slow this machine is (no timeouts; a
+# reader that died ends the wait, and the overlap check below fails).
+progress() { local v; v=$(cat "$SCRATCH/reader_$1.progress" 2>/dev/null); echo "${v:-0}"; }
+advanced() { [ "$(progress "$1")" -gt "$2" ] || ! kill -0 "$3" 2>/dev/null; }
 writer_a() {
-    local rc=0 part f0 c0 i
+    local rc=0 part f0 c0
     for part in "$SCRATCH"/setA/part*; do
         f0=$(progress find); c0=$(progress changes)
         "$DICOMFS" ingest --json "$ARCHIVE" "$part" >>"$SCRATCH/A.jsonl" 2>>"$SCRATCH/A.err" || rc=$?
-        for ((i = 0; i < 1200; i++)); do     # at most 60 s, normally a few ms
-            [ "$(progress find)" -gt "$f0" ] && [ "$(progress changes)" -gt "$c0" ] && break
-            sleep 0.05
-        done
+        until advanced find "$f0" "$rf" && advanced changes "$c0" "$rcg"; do sleep 0.01; done
     done
     return $rc
 }
+nparts=$(ls -d "$SCRATCH"/setA/part* | wc -l)
 writer_a &
 pa=$!
 "$DICOMFS" ingest --json "$ARCHIVE" "$SCRATCH/setB" >"$SCRATCH/B.jsonl" 2>"$SCRATCH/B.err" &
@@ -130,8 +133,9 @@ pb=$!
 wait $pa; rca=$?
 wait $pb; rcb=$?
 touch "$DONE"
-# let the readers see the final state a few times
-sleep 0.5
+# let each reader see the final state once more
+f0=$(progress find); c0=$(progress changes)
+until advanced find "$f0" "$rf" && advanced changes "$c0" "$rcg"; do sleep 0.01; done
 touch "$STOP"
 wait $rf $rcg
 
@@ -146,9 +150,13 @@ for r in find changes; do
         head -n 5 "$SCRATCH/reader_$r.errors" 2>/dev/null | sed 's/^/     /'
     fi
 done
+d1=0 d2=0
 read -r _ _ d1 <"$SCRATCH/reader_find.count"; read -r _ _ d2 <"$SCRATCH/reader_changes.count"
-if [ "$((${d1:-0} + ${d2:-0}))" -ge 2 ]; then ok "the readers overlapped the writers ($d1 + $d2 calls)"; else
-    fail "the readers overlapped the writers ($d1 + $d2 calls)"; fi
+if [ "${d1:-0}" -ge "$nparts" ] && [ "${d2:-0}" -ge "$nparts" ]; then
+    ok "each reader finished a call during each of writer A's $nparts parts ($d1 + $d2 calls while the writers ran)"
+else
+    fail "each reader finished a call during each of writer A's $nparts parts ($d1 + $d2 calls while the writers ran)"
+fi
 
 "$PY" - "$ARCHIVE" "$PER_SET" "$SCRATCH/A.jsonl" "$SCRATCH/B.jsonl" <<'EOF'
 import json, os, sys

@@ -5,10 +5,11 @@ set -euo pipefail
 
 build=(build-essential cmake pkg-config
        libdcmtk-dev dcmtk libsqlite3-dev libfuse3-dev fuse3
-       libcurl4-openssl-dev libjansson-dev libmicrohttpd-dev libjwt-dev)
+       libcurl4-openssl-dev libjansson-dev libmicrohttpd-dev libjwt-dev
+       python3-pydicom curl) # the README's first examples: pydicom's sample files, curl
 # orthanc, orthanc-dicomweb: tests/interop runs Orthanc's DICOMweb plugin as a client, from
 # its own configuration on a free port (the system service is neither needed nor touched).
-test=(python3-pydicom sqlite3 rsync curl file libglib2.0-bin orthanc orthanc-dicomweb)
+test=(sqlite3 rsync file libglib2.0-bin orthanc orthanc-dicomweb)
 
 want=("${build[@]}")
 if [ "${1:-}" = "--test" ]; then
