@@ -552,6 +552,11 @@ static size_t return_set(const store_query *q, const parsed_query *pq, uint32_t 
         const uint32_t *d = tags_default((store_level)l, q->api_version, &k);
         for (size_t i = 0; i < k && n < cap; i++)
             if (!wanted(out, n, d[i])) out[n++] = d[i];
+        if (q->with_counts && l == (int)q->level) { /* the counts of what is listed */
+            d = tags_computed((store_level)l, &k);
+            for (size_t i = 0; i < k && n < cap; i++)
+                if (!wanted(out, n, d[i])) out[n++] = d[i];
+        }
         if (!pq->include_all) continue;
         d = tags_default((store_level)l, 1, &k); /* "all" = the v1 defaults plus extras */
         for (size_t i = 0; i < k && n < cap; i++)

@@ -156,6 +156,10 @@ typedef struct {
     const char *series_uid;   /* scope: /studies/{study}/series/{series}/instances */
     const char *partition;    /* NULL: STORE_DEFAULT_PARTITION */
     int api_version;          /* 1 or 2 (0 means 2): default attributes differ */
+    bool with_counts;         /* study and series results carry their computed attributes
+                                 (ModalitiesInStudy, NumberOfStudyRelatedSeries/-Instances,
+                                 NumberOfSeriesRelatedInstances) as PS3.18 lists them; the
+                                 reference returns them only when includefield names them */
     const store_param *params;
     size_t n_params;
 } store_query;

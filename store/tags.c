@@ -52,6 +52,17 @@ bool tags_is_computed(uint32_t tag, store_level *level)
     return false;
 }
 
+/* PS3.18's computed study and series result attributes (Tables 10.6.3-3 and -4). */
+static const uint32_t study_computed[] = {TAG_ModalitiesInStudy, TAG_NumberOfStudyRelatedSeries,
+                                          TAG_NumberOfStudyRelatedInstances};
+static const uint32_t series_computed[] = {TAG_NumberOfSeriesRelatedInstances};
+
+const uint32_t *tags_computed(store_level level, size_t *n)
+{
+    *n = level == STORE_LEVEL_STUDY ? 3 : level == STORE_LEVEL_SERIES ? 1 : 0;
+    return level == STORE_LEVEL_STUDY ? study_computed : series_computed;
+}
+
 /* QueryResponseBuilder's sets. */
 static const uint32_t study_v2[] = {0x0020000D, 0x00080020, 0x00081030, 0x00080050,
                                     0x00080090, 0x00100010, 0x00100020, 0x00100030};

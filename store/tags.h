@@ -65,6 +65,8 @@ const tag_def *tags_core_list(size_t *n);
 
 /* Attributes computed by the archive rather than read from an instance. */
 bool tags_is_computed(uint32_t tag, store_level *level);
+/* The computed attributes of LEVEL's results (none for instances). */
+const uint32_t *tags_computed(store_level level, size_t *n);
 
 /* Default return attributes of a level for API version 1 or 2, and the extra set that
  * includefield=all adds. */

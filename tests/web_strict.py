@@ -9,7 +9,8 @@ Each row of the table is checked on both servers:
     (Orthanc's; both modes), a part typed "application/dicom; transfer-syntax=...", a
     second part without Content-Type;
   - QIDO and metadata without Accept, with application/json, with a malformed entry
-    beside a good one; QIDO without matches (200 [] against 204);
+    beside a good one; QIDO without matches (200 [] against 204); study and series results
+    with their computed counts (PS3.18) against only with includefield;
   - frames with OHIF's unquoted "multipart/related; type=application/octet-stream";
   - a study retrieve that needs transcoding (the reference: only as stored);
   - rendered with two media types and with a browser's <img> Accept list.
@@ -149,6 +150,21 @@ def run(c, lenient, strict):
     for accept in (None, "application/json", "text/html;q=x, application/dicom+json"):
         both(f"QIDO with Accept {accept!r}", get(f"/v2/studies?StudyInstanceUID={study}", accept), 200, 406, is_json_list)
         both(f"metadata with Accept {accept!r}", get(f"{inst}/metadata", accept), 200, 406, is_json_list)
+
+    # ---- computed study/series attributes: OHIF's study list asks for StudyDescription and
+    # Modality only, and shows NumberOfStudyRelatedInstances (PS3.18 returns it by default) ----
+    def counts(r):
+        body = wu.json_body(r) or []
+        return len(body) == 1 and wu.first_value(body[0], "00201208") == 1 and \
+            wu.first_value(body[0], "00201206") == 1 and wu.first_value(body[0], "00080061") == "CT"
+    ohif_list = f"/v2/studies?StudyInstanceUID={study}&limit=101&offset=0&fuzzymatching=false&includefield=00081030%2C00080060"
+    both("OHIF's study list query carries the study's counts and modalities", get(ohif_list, JSON), 200, 200, counts)
+    r = strict.get(ohif_list, accept=JSON)
+    c.ok(r.status == 200 and not ({"00201208", "00201206", "00080061"} & set((wu.json_body(r) or [{}])[0])),
+         "strict: no computed attributes unless includefield names them", wu.describe(r, 300))
+    r = lenient.get(f"/v2/studies/{study}/series", accept=JSON)
+    c.ok(r.status == 200 and wu.first_value((wu.json_body(r) or [{}])[0], "00201209") == 1,
+         "default: series results carry NumberOfSeriesRelatedInstances", wu.describe(r, 300))
 
     # ---- QIDO without matches -------------------------------------------------------------------------
     both("QIDO without matches (200 [] as CP-2473; the reference: 204)", get("/v2/studies?PatientName=Nobody", JSON),

@@ -20,5 +20,7 @@ int cmd_mount(int argc, char **argv);
 /* Opens ARCHIVE or prints why not (prefixed with the command's name). */
 store_t *cli_open(const char *cmd, const char *archive, bool create);
 bool cli_wants_help(int argc, char **argv);
+/* DICOMFS_STRICT set (and not "0"): answer as the reference service does (serve, find). */
+bool cli_strict_env(void);
 
 #endif

@@ -10,12 +10,15 @@
 
 static const char usage_text[] =
     "usage: dicomfs find ARCHIVE [--level study|series|instance] [--study UID] [--series UID]\n"
-    "                    [--v1] [--repeat N] [KEY=VALUE...]\n\n"
+    "                    [--v1] [--strict] [--repeat N] [KEY=VALUE...]\n\n"
     "Prints the matching studies, series or instances as a DICOM JSON array, as QIDO-RS\n"
     "does. KEY=VALUE are QIDO query parameters: attribute keywords or 8-hex tags\n"
     "(PatientName=DOE*, StudyDate=20200101-20201231), includefield, limit, offset,\n"
     "fuzzymatching. At most 200 results per call, as QIDO-RS: limit is 1 to 200 (default\n"
     "100); page with offset. --study and --series scope the search like the URL does.\n"
+    "Study and series results carry their counts and ModalitiesInStudy, as DICOMweb lists\n"
+    "them; --strict (or DICOMFS_STRICT=1) only when includefield names them, as the Azure\n"
+    "service does (dicomfs serve --strict answers the same).\n"
     "--repeat N runs the query N times and prints its latency on stderr.\n";
 
 static int cmp_double(const void *a, const void *b)
@@ -29,8 +32,9 @@ int cmd_find(int argc, char **argv)
     static const struct option opts[] = {
         {"level", required_argument, NULL, 'l'}, {"study", required_argument, NULL, 's'},
         {"series", required_argument, NULL, 'e'}, {"v1", no_argument, NULL, '1'},
-        {"repeat", required_argument, NULL, 'r'}, {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
-    store_query q = {0};
+        {"repeat", required_argument, NULL, 'r'}, {"strict", no_argument, NULL, 'S'},
+        {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
+    store_query q = {.with_counts = !cli_strict_env()};
     long repeat = 1;
     bool level_given = false;
     int c;
@@ -47,6 +51,7 @@ int cmd_find(int argc, char **argv)
         case 's': q.study_uid = optarg; break;
         case 'e': q.series_uid = optarg; break;
         case '1': q.api_version = 1; break;
+        case 'S': q.with_counts = false; break;
         case 'r': repeat = atol(optarg); break;
         case 'h': fputs(usage_text, stdout); return 0;
         default: fputs(usage_text, stderr); return 2;
@@ -64,6 +69,7 @@ int cmd_find(int argc, char **argv)
         if (strncmp(a, "--", 2) == 0) {
             /* allow options after the archive too */
             if (strcmp(a, "--v1") == 0) { q.api_version = 1; continue; }
+            if (strcmp(a, "--strict") == 0) { q.with_counts = false; continue; }
             if (optind + 1 < argc && strcmp(a, "--level") == 0) {
                 const char *v = argv[++optind];
                 level_given = true;

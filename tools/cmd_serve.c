@@ -38,8 +38,7 @@ int cmd_serve(int argc, char **argv)
     long port = 8080;
     web_options wo = {0};
     fs_options fo = {0};
-    const char *strict_env = getenv("DICOMFS_STRICT");
-    wo.strict = strict_env && *strict_env && strcmp(strict_env, "0") != 0;
+    wo.strict = cli_strict_env();
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {

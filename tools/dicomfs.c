@@ -1,5 +1,6 @@
 /* dicomfs.c — the dicomfs program: dispatch to a subcommand. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cli.h"
@@ -52,6 +53,12 @@ store_t *cli_open(const char *cmd, const char *archive, bool create)
     else if (err.status == STORE_ENOTFOUND)
         fprintf(stderr, "dicomfs %s: dicomfs ingest, serve or mount create an archive in a new or empty folder\n", cmd);
     return NULL;
+}
+
+bool cli_strict_env(void)
+{
+    const char *v = getenv("DICOMFS_STRICT");
+    return v && *v && strcmp(v, "0") != 0;
 }
 
 int main(int argc, char **argv)

@@ -43,6 +43,7 @@ enum MHD_Result qido_handle(web_request *rq)
                      .study_uid = r->study[0] ? r->study : NULL,
                      .series_uid = r->series[0] ? r->series : NULL,
                      .api_version = r->version,
+                     .with_counts = !rq->srv->strict,
                      .params = p.v,
                      .n_params = p.n};
     store_find_result res;
