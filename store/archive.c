@@ -258,6 +258,13 @@ store_t *store_open(const char *dir, int flags, store_err *err)
     pthread_mutex_init(&s->write_lock, NULL);
     pthread_mutex_init(&s->q_lock, NULL);
     pthread_mutex_init(&s->change_lock, NULL);
+    pthread_mutex_init(&s->xqt_lock, NULL);
+    pthread_mutex_init(&s->reindex_lock, NULL);
+    pthread_cond_init(&s->reindex_cond, NULL);
+    s->xqt_gen = -1;
+    s->reindex_fd = -1;
+    s->xqt = calloc(STORE_XQT_MAX, sizeof *s->xqt);
+    if (!s->xqt) abort();
     pthread_cond_init(&s->q_cond, NULL);
     pthread_cond_init(&s->q_space, NULL);
     if (!s->dir) {
@@ -281,10 +288,13 @@ store_t *store_open(const char *dir, int flags, store_err *err)
     s->writer = db_open(path, create, err);
     if (!s->writer || schema_create(s->writer, err) != SQLITE_OK) goto fail;
     load_index_tags(s);
+    xqt_refresh(s, s->writer);
     if (alone) {
         store_repair(s);
         flock(s->lockfd, LOCK_SH);
     }
+    /* A reindex that a stopped process left unfinished goes on here. */
+    xqt_resume(s);
     return s;
 fail:
     store_close(s);
@@ -294,6 +304,7 @@ fail:
 void store_close(store_t *s)
 {
     if (!s) return;
+    if (s->xqt) xqt_stop(s); /* between two batches */
     commit_stop(s);
     for (int i = 0; i < s->n_idle; i++) db_close(s->idle[i]);
     if (s->writer) {
@@ -307,6 +318,10 @@ void store_close(store_t *s)
     pthread_mutex_destroy(&s->write_lock);
     pthread_mutex_destroy(&s->q_lock);
     pthread_mutex_destroy(&s->change_lock);
+    pthread_mutex_destroy(&s->xqt_lock);
+    pthread_mutex_destroy(&s->reindex_lock);
+    pthread_cond_destroy(&s->reindex_cond);
+    free(s->xqt);
     pthread_cond_destroy(&s->q_cond);
     pthread_cond_destroy(&s->q_space);
     free(s->index_tags);

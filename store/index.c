@@ -85,35 +85,43 @@ static void add_person_name(ix_list *l, uint32_t tag, const char *text)
     if (groups > 1) ix_add(l, tag, IX_TEXT, norm_person_name(text), 0, 0);
 }
 
-static void add_value(ix_list *l, const index_tag *t, const char *s)
+bool index_add_value(ix_list *l, const index_tag *t, const char *s)
 {
     char buf[32], *end;
     bool zone;
     switch (tag_vr_class(t->vr)) {
-    case VRC_PN: add_person_name(l, t->tag, s); break;
-    case VRC_TEXT: ix_add(l, t->tag, IX_TEXT, norm_fold(s), 0, 0); break;
-    case VRC_UID: ix_add(l, t->tag, IX_TEXT, xstrdup(s), 0, 0); break;
+    case VRC_PN: add_person_name(l, t->tag, s); return true;
+    case VRC_TEXT: ix_add(l, t->tag, IX_TEXT, norm_fold(s), 0, 0); return true;
+    case VRC_UID: ix_add(l, t->tag, IX_TEXT, xstrdup(s), 0, 0); return true;
     case VRC_DATE:
-        if (norm_date(s, buf)) ix_add(l, t->tag, IX_TEXT, xstrdup(buf), 0, 0);
-        break;
+        if (!norm_date(s, buf)) return false;
+        ix_add(l, t->tag, IX_TEXT, xstrdup(buf), 0, 0);
+        return true;
     case VRC_TIME:
-        if (norm_time(s, buf)) ix_add(l, t->tag, IX_TEXT, xstrdup(buf), 0, 0);
-        break;
+        if (!norm_time(s, buf)) return false;
+        ix_add(l, t->tag, IX_TEXT, xstrdup(buf), 0, 0);
+        return true;
     case VRC_DATETIME:
-        if (norm_datetime(s, buf, &zone)) ix_add(l, t->tag, IX_TEXT, xstrdup(buf), 0, 0);
-        break;
+        if (!norm_datetime(s, buf, &zone)) return false;
+        ix_add(l, t->tag, IX_TEXT, xstrdup(buf), 0, 0);
+        return true;
     case VRC_INT: {
         long long v = strtoll(s, &end, 10);
-        if (end != s) ix_add(l, t->tag, IX_INT, NULL, v, 0);
-        break;
+        while (*end == ' ') end++;
+        if (end == s || *end) return false;
+        ix_add(l, t->tag, IX_INT, NULL, v, 0);
+        return true;
     }
     case VRC_REAL: {
         double v = strtod(s, &end);
-        if (end != s && isfinite(v)) ix_add(l, t->tag, IX_REAL, NULL, 0, v);
-        break;
+        while (*end == ' ') end++;
+        if (end == s || *end || !isfinite(v)) return false;
+        ix_add(l, t->tag, IX_REAL, NULL, 0, v);
+        return true;
     }
     case VRC_NONE: break;
     }
+    return false;
 }
 
 static const dcm_value *find_value(const dcm_value *v, size_t n, uint32_t tag)
@@ -130,7 +138,15 @@ void index_extract(const store_t *s, const dcm_value *values, size_t n, store_it
         const dcm_value *v = find_value(values, n, t->tag);
         if (!v) continue;
         if (v->multiple) item->result.multiple_values = true;
-        add_value(&item->ix[t->level], t, v->text);
+        index_add_value(&item->ix[t->level], t, v->text);
+    }
+    /* Extended query tags: present when VALUES came from stored JSON (index_values_from_json);
+     * at ingest they are added at commit instead (xqt_index_item). */
+    index_tag xqt[STORE_XQT_MAX];
+    size_t nx = xqt_indexed(s, xqt);
+    for (size_t i = 0; i < nx; i++) {
+        const dcm_value *v = find_value(values, n, xqt[i].tag);
+        if (v) index_add_value(&item->ix[xqt[i].level], &xqt[i], v->text);
     }
     for (int level = STORE_LEVEL_STUDY; level <= STORE_LEVEL_SERIES; level++)
         item->ix_key[level] = ix_list_serialize(&item->ix[level]);
@@ -152,40 +168,49 @@ void index_request(const store_t *s, dcm_request *req)
     req->n_value_tags = s->n_value_tags;
 }
 
+char *index_value_from_json(json_t *meta, uint32_t tag, bool *multiple)
+{
+    char hex[9];
+    tags_hex(tag, hex);
+    json_t *values = json_object_get(json_object_get(meta, hex), "Value");
+    json_t *first = json_array_get(values, 0);
+    char buf[1024] = "";
+    if (json_is_string(first)) {
+        snprintf(buf, sizeof buf, "%s", json_string_value(first));
+    } else if (json_is_integer(first)) {
+        snprintf(buf, sizeof buf, "%lld", (long long)json_integer_value(first));
+    } else if (json_is_real(first)) {
+        snprintf(buf, sizeof buf, "%.17g", json_real_value(first));
+    } else if (json_is_object(first)) {
+        static const char *const groups[] = {"Alphabetic", "Ideographic", "Phonetic"};
+        for (int g = 0; g < 3; g++) {
+            const char *part = json_string_value(json_object_get(first, groups[g]));
+            size_t len = strlen(buf);
+            snprintf(buf + len, sizeof buf - len, "%s%s", g ? "=" : "", part ? part : "");
+        }
+        size_t len = strlen(buf);
+        while (len > 0 && buf[len - 1] == '=') buf[--len] = 0;
+    }
+    if (multiple) *multiple = json_array_size(values) > 1;
+    return buf[0] ? xstrdup(buf) : NULL;
+}
+
 /* The first value of each wanted attribute of stored DICOM JSON, written as DICOM text
- * (the inverse of what DCMTK's JSON writer did), for re-deriving a level's values. */
+ * (the inverse of what DCMTK's JSON writer did), for re-deriving a level's values: the
+ * core tags and the extended query tags. */
 size_t index_values_from_json(const store_t *s, json_t *meta, dcm_value **out)
 {
-    dcm_value *v = calloc(s->n_value_tags ? s->n_value_tags : 1, sizeof *v);
+    index_tag xqt[STORE_XQT_MAX];
+    size_t nx = xqt_indexed(s, xqt), cap = s->n_value_tags + nx;
+    dcm_value *v = calloc(cap ? cap : 1, sizeof *v);
     if (!v) abort();
     size_t n = 0;
-    for (size_t i = 0; i < s->n_value_tags; i++) {
-        char hex[9];
-        tags_hex(s->value_tags[i], hex);
-        json_t *values = json_object_get(json_object_get(meta, hex), "Value");
-        json_t *first = json_array_get(values, 0);
-        char buf[1024] = "";
-        if (json_is_string(first)) {
-            snprintf(buf, sizeof buf, "%s", json_string_value(first));
-        } else if (json_is_integer(first)) {
-            snprintf(buf, sizeof buf, "%lld", (long long)json_integer_value(first));
-        } else if (json_is_real(first)) {
-            snprintf(buf, sizeof buf, "%.17g", json_real_value(first));
-        } else if (json_is_object(first)) {
-            static const char *const groups[] = {"Alphabetic", "Ideographic", "Phonetic"};
-            for (int g = 0; g < 3; g++) {
-                const char *part = json_string_value(json_object_get(first, groups[g]));
-                size_t len = strlen(buf);
-                snprintf(buf + len, sizeof buf - len, "%s%s", g ? "=" : "", part ? part : "");
-            }
-            size_t len = strlen(buf);
-            while (len > 0 && buf[len - 1] == '=') buf[--len] = 0;
-        }
-        if (!buf[0]) continue;
-        v[n].tag = s->value_tags[i];
-        v[n].text = xstrdup(buf);
-        v[n].multiple = json_array_size(values) > 1;
-        n++;
+    for (size_t i = 0; i < cap; i++) {
+        uint32_t tag = i < s->n_value_tags ? s->value_tags[i] : xqt[i - s->n_value_tags].tag;
+        bool multiple = false;
+        char *text = index_value_from_json(meta, tag, &multiple);
+        if (!text) continue;
+        v[n++] = (dcm_value){.tag = tag, .text = text, .multiple = multiple};
     }
     *out = v;
     return n;
@@ -276,20 +301,29 @@ int index_write_level(db_t *db, int64_t key, const ix_list *l)
     return SQLITE_OK;
 }
 
-int index_clear_level(db_t *db, int64_t key, store_level level, const store_t *s)
+int index_clear_tag(db_t *db, int64_t key, uint32_t tag)
 {
-    for (size_t i = 0; i < s->n_index_tags; i++) {
-        if (s->index_tags[i].level != level) continue;
-        for (int t = 0; t < 4; t++) {
-            sqlite3_stmt *st = db_stmt(db, del_stmt[t]);
-            if (!st) return SQLITE_ERROR;
-            sqlite3_bind_int64(st, 1, s->index_tags[i].tag);
-            sqlite3_bind_int64(st, 2, key);
-            int rc = sqlite3_step(st);
-            if (rc != SQLITE_DONE) return rc;
-        }
+    for (int t = 0; t < 4; t++) {
+        sqlite3_stmt *st = db_stmt(db, del_stmt[t]);
+        if (!st) return SQLITE_ERROR;
+        sqlite3_bind_int64(st, 1, tag);
+        sqlite3_bind_int64(st, 2, key);
+        int rc = sqlite3_step(st);
+        if (rc != SQLITE_DONE) return rc;
     }
     return SQLITE_OK;
+}
+
+int index_clear_level(db_t *db, int64_t key, store_level level, const store_t *s)
+{
+    int rc = SQLITE_OK;
+    for (size_t i = 0; i < s->n_index_tags && rc == SQLITE_OK; i++)
+        if (s->index_tags[i].level == level) rc = index_clear_tag(db, key, s->index_tags[i].tag);
+    index_tag xqt[STORE_XQT_MAX];
+    size_t nx = xqt_indexed(s, xqt);
+    for (size_t i = 0; i < nx && rc == SQLITE_OK; i++)
+        if (xqt[i].level == level) rc = index_clear_tag(db, key, xqt[i].tag);
+    return rc;
 }
 
 static int step_done(sqlite3_stmt *st)
@@ -338,8 +372,9 @@ static int refresh_level(db_t *db, const store_t *s, int64_t key, store_level le
     return rc == SQLITE_OK ? index_write_level(db, key, &item->ix[level]) : rc;
 }
 
-int index_insert(const store_t *s, db_t *db, store_item *item, store_err *err)
+int index_insert(store_t *s, db_t *db, store_item *item, store_err *err)
 {
+    xqt_index_item(s, db, item);
     const store_ingest_result *r = &item->result;
     int rc = SQLITE_ERROR;
     char *study_ix = NULL, *series_ix = NULL;

@@ -115,11 +115,54 @@ struct store {
     bool q_stop, q_running;
     pthread_t q_thread;
 
+    /* Extended query tags (xqt.c): the registry as last read from the index, and the
+     * background reindex. */
+    pthread_mutex_t xqt_lock;
+    int64_t xqt_gen;        /* meta 'xqt_gen' when the registry was read; -1: never */
+    struct xqt_entry *xqt;  /* STORE_XQT_MAX entries */
+    size_t n_xqt;
+    pthread_mutex_t reindex_lock;
+    pthread_cond_t reindex_cond;
+    bool reindex_running, reindex_stop, reindex_thread_started;
+    pthread_t reindex_thread;
+    int reindex_fd;         /* flock of ARCHIVE/reindex.lock: one process reindexes */
+
     /* store_on_change(): told after each committed change. */
     pthread_mutex_t change_lock;
     store_change_fn change_fn;
     void *change_ctx;
 };
+
+/* ---- Extended query tags (xqt.c) -------------------------------------------------- */
+
+enum { XQT_ADDING = 0, XQT_READY = 1, XQT_DELETING = 2 };
+
+typedef struct xqt_entry {
+    index_tag t;            /* tag, VR, level */
+    char path[9];
+    char private_creator[65];
+    int status;             /* XQT_* */
+    bool query_enabled;
+    int64_t error_count;
+    char operation[33];     /* the reindex adding it, "" when none */
+} xqt_entry;
+
+/* Reads the registry again when the index says it changed. Call inside a transaction of
+ * DB (or with no transaction open) so that the registry is what DB sees. */
+void xqt_refresh(store_t *s, db_t *db);
+/* The tags values are indexed on (adding or ready), as last read: OUT has room for
+ * STORE_XQT_MAX. */
+size_t xqt_indexed(const store_t *s, index_tag *out);
+/* The whole registry, as last read (OUT: STORE_XQT_MAX entries). */
+size_t xqt_entries(const store_t *s, xqt_entry *out);
+/* Adds the values ITEM has for the extended query tags (from its metadata JSON) to its
+ * value lists: at commit, inside the group's transaction, so that a tag added meanwhile
+ * is either indexed here or by its reindex, never neither. */
+void xqt_index_item(store_t *s, db_t *db, store_item *item);
+/* Starts the reindex thread when an operation is unfinished and no other process runs
+ * it; stops it (between batches). */
+void xqt_resume(store_t *s);
+void xqt_stop(store_t *s);
 
 /* Tells the change listener, if any (after a COMMIT that changed something). */
 void store_notify_change(store_t *s);
@@ -192,6 +235,12 @@ void item_settle_duplicate(store_t *s, store_item *item, const store_item *first
 /* index.c: turn parsed values into index values; write and remove rows. */
 void index_request(const store_t *s, dcm_request *req);
 void index_extract(const store_t *s, const dcm_value *values, size_t n, store_item *item);
+/* Adds the index values of one attribute's first value S (DICOM text) to L; false when S
+ * cannot be indexed as T's VR says (not a date, not a number...). */
+bool index_add_value(ix_list *l, const index_tag *t, const char *s);
+/* The first value of TAG in DICOM JSON META as DICOM text (a person name as A=I=P),
+ * malloc'd; NULL when absent or empty. *MULTIPLE: it had more than one value. */
+char *index_value_from_json(json_t *meta, uint32_t tag, bool *multiple);
 size_t index_values_from_json(const store_t *s, json_t *meta, dcm_value **out);
 void ix_list_free(ix_list *l);
 char *ix_list_serialize(const ix_list *l);
@@ -199,10 +248,12 @@ void *frames_encode(const dcm_frames *f, size_t *len);
 int frames_decode(const void *blob, size_t len, uint32_t frame, store_range **ranges, size_t *n);
 /* Inserts all rows of ITEM inside the caller's transaction. SQLITE_CONSTRAINT when the
  * instance exists. */
-int index_insert(const store_t *s, db_t *db, store_item *item, store_err *err);
+int index_insert(store_t *s, db_t *db, store_item *item, store_err *err);
 /* Writes level values for KEY, replacing what was there. */
 int index_write_level(db_t *db, int64_t key, const ix_list *l);
 int index_clear_level(db_t *db, int64_t key, store_level level, const store_t *s);
+/* Removes TAG's values of level key KEY. */
+int index_clear_tag(db_t *db, int64_t key, uint32_t tag);
 
 /* Starts the commit thread if needed (commit.c); drains and stops it (store_close). */
 void commit_stop(store_t *s);

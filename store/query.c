@@ -33,6 +33,7 @@ typedef struct {
     size_t n_values;
     int64_t number;  /* IX_INT exact */
     double real;     /* IX_REAL exact */
+    bool person_name; /* PN: matched by finish_filters() once fuzzymatching is known */
 } filter;
 
 typedef struct {
@@ -44,6 +45,9 @@ typedef struct {
     bool fuzzy;
     long limit, offset;
     bool limit_given;
+    xqt_entry xqt[STORE_XQT_MAX]; /* the extended query tags, as the registry has them */
+    size_t n_xqt;
+    char erroneous[sizeof ((store_find_result *)0)->erroneous];
 } parsed_query;
 
 /* ---- Parsing ---------------------------------------------------------------------- */
@@ -168,6 +172,24 @@ static store_status parse_range(filter *f, const char *v, norm_fn norm, const ch
     return STORE_OK;
 }
 
+/* An extended query tag that queries may use (ready and enabled) as a tag_def in OUT;
+ * one with indexing errors is noted for the erroneous-dicom-attributes header. */
+static const tag_def *searchable_xqt(parsed_query *pq, uint32_t tag, tag_def *out)
+{
+    for (size_t i = 0; i < pq->n_xqt; i++) {
+        const xqt_entry *e = &pq->xqt[i];
+        if (e->t.tag != tag || e->status != XQT_READY || !e->query_enabled) continue;
+        if (e->error_count > 0) {
+            size_t len = strlen(pq->erroneous);
+            if (len + 10 < sizeof pq->erroneous)
+                snprintf(pq->erroneous + len, sizeof pq->erroneous - len, "%s%s", len ? "," : "", e->path);
+        }
+        *out = (tag_def){e->t.tag, NULL, e->t.vr, e->t.level};
+        return out;
+    }
+    return NULL;
+}
+
 static store_status parse_filter(const store_query *q, parsed_query *pq, const char *key, const char *value,
                                  store_err *err)
 {
@@ -176,7 +198,9 @@ static store_status parse_filter(const store_query *q, parsed_query *pq, const c
     if (tags_parse(key, &tag, vr) != 0)
         return store_seterr(err, STORE_EINVAL, "unknown query parameter '%s'", key);
     const tag_def *def = tags_core(tag);
-    if (!def) return store_seterr(err, STORE_EINVAL, "the attribute '%s' is not supported for querying", key);
+    tag_def extended;
+    if (!def && (def = searchable_xqt(pq, tag, &extended)) == NULL)
+        return store_seterr(err, STORE_EINVAL, "the attribute '%s' is not supported for querying", key);
     if ((q->study_uid && tag == TAG_StudyInstanceUID) || (q->series_uid && tag == TAG_SeriesInstanceUID))
         return store_seterr(err, STORE_EINVAL, "the attribute '%s' is already given in the URL", key);
     if (!level_allowed(q, def->level))
@@ -212,6 +236,7 @@ static store_status parse_filter(const store_query *q, parsed_query *pq, const c
     case VRC_DATETIME: return parse_range(f, value, norm_dt, "date-time without a time zone", err);
     case VRC_PN:
         /* fuzzymatching may come after the attribute: decided in finish_filters(). */
+        f->person_name = true;
         add_value(f, strdup(value));
         return STORE_OK;
     case VRC_INT:
@@ -243,9 +268,7 @@ static store_status finish_filters(parsed_query *pq, store_err *err)
 {
     for (size_t i = 0; i < pq->n_filters; i++) {
         filter *f = &pq->f[i];
-        if (f->table != IX_TEXT || f->kind != M_EXACT || !tags_core(f->tag) ||
-            tag_vr_class(tags_core(f->tag)->vr) != VRC_PN)
-            continue;
+        if (f->table != IX_TEXT || f->kind != M_EXACT || !f->person_name) continue;
         char *raw = f->values[0];
         char *norm = norm_person_name(raw);
         if (pq->fuzzy) {
@@ -303,9 +326,9 @@ static store_status parse_include(parsed_query *pq, const char *value, store_err
     return st;
 }
 
+/* PQ comes zeroed, with the registry of extended query tags filled in (match_keys). */
 static store_status parse_query(const store_query *q, parsed_query *pq, store_err *err)
 {
-    memset(pq, 0, sizeof *pq);
     pq->limit = LIMIT_DEFAULT;
     bool seen_limit = false, seen_offset = false, seen_fuzzy = false;
     for (size_t i = 0; i < q->n_params; i++) {
@@ -676,11 +699,16 @@ static store_status match_keys(store_t *s, const store_query *q, size_t max, db_
     if ((q->study_uid && !store_valid_uid(q->study_uid)) || (q->series_uid && !store_valid_uid(q->series_uid)))
         return store_seterr(err, STORE_EINVAL, "the study or series UID in the URL is not a valid UID");
     if (q->series_uid && !q->study_uid) return store_seterr(err, STORE_EINVAL, "a series scope needs a study");
-    store_status st = parse_query(q, pq, err);
-    if (st != STORE_OK) return st;
-    if (max && !pq->limit_given) pq->limit = (long)max;
     db_t *db = db_get(s, err);
     if (!db) return err ? err->status : STORE_EIO;
+    xqt_refresh(s, db);
+    pq->n_xqt = xqt_entries(s, pq->xqt);
+    store_status st = parse_query(q, pq, err);
+    if (st != STORE_OK) {
+        db_put(s, db);
+        return st;
+    }
+    if (max && !pq->limit_given) pq->limit = (long)max;
     int64_t part = partition_key(db, q->partition ? q->partition : STORE_DEFAULT_PARTITION, false);
     int64_t study = part && q->study_uid ? scope_key(db, false, part, q->study_uid) : 0;
     int64_t series = study && q->series_uid ? scope_key(db, true, study, q->series_uid) : 0;
@@ -727,6 +755,7 @@ store_status store_find(store_t *s, const store_query *q, store_find_result *res
     free(keys);
     free_query(&pq);
     if (st == STORE_OK) {
+        snprintf(res->erroneous, sizeof res->erroneous, "%s", pq.erroneous);
         res->count = json_array_size(array);
         res->json = json_dumps(array, JSON_COMPACT);
         if (!res->json) abort();

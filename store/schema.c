@@ -60,6 +60,18 @@ static const char schema[] =
     "  action TEXT NOT NULL, partition INTEGER NOT NULL, study_uid TEXT NOT NULL,"
     "  series_uid TEXT NOT NULL, sop_uid TEXT NOT NULL, watermark INTEGER NOT NULL);"
     "CREATE INDEX IF NOT EXISTS changefeed_time ON changefeed(timestamp_us, sequence);"
+    /* Extended query tags (xqt.c): the registry, indexing errors, reindex operations.
+     * meta 'xqt_gen' changes with each of their changes, so readers know to reload. */
+    "CREATE TABLE IF NOT EXISTS xqt(tag INTEGER PRIMARY KEY, vr TEXT NOT NULL, private_creator TEXT,"
+    "  level INTEGER NOT NULL, status INTEGER NOT NULL, query_enabled INTEGER NOT NULL,"
+    "  error_count INTEGER NOT NULL DEFAULT 0, operation TEXT, created_us INTEGER NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS xqt_error(tag INTEGER NOT NULL, watermark INTEGER NOT NULL,"
+    "  study_uid TEXT NOT NULL, series_uid TEXT NOT NULL, sop_uid TEXT NOT NULL,"
+    "  created_us INTEGER NOT NULL, message TEXT NOT NULL, PRIMARY KEY(tag, watermark));"
+    "CREATE TABLE IF NOT EXISTS operation(id TEXT PRIMARY KEY, type TEXT NOT NULL, status INTEGER NOT NULL,"
+    "  created_us INTEGER NOT NULL, updated_us INTEGER NOT NULL, cursor INTEGER NOT NULL,"
+    "  last INTEGER NOT NULL, done INTEGER NOT NULL, total INTEGER NOT NULL, tags TEXT NOT NULL);"
+    "INSERT OR IGNORE INTO meta VALUES('xqt_gen', '0');"
     "INSERT OR IGNORE INTO meta VALUES('format', 'dicomfs-archive');"
     "INSERT OR IGNORE INTO meta VALUES('schema', '" SCHEMA_VERSION "');";
 

@@ -167,6 +167,8 @@ typedef struct {
 typedef struct {
     char *json;      /* a DICOM JSON array, "[]" when nothing matched */
     size_t count;    /* entries in json */
+    char erroneous[1200]; /* extended query tags the query used that have indexing errors
+                             ("00101010,0040A123"): the erroneous-dicom-attributes header */
 } store_find_result;
 
 /* STORE_EINVAL with a message for every query the reference answers with 400. */
@@ -331,6 +333,60 @@ int64_t store_changefeed_head(store_t *store);
  * that reads the change feed (other processes' changes are seen by reading the head). */
 typedef void (*store_change_fn)(void *ctx);
 void store_on_change(store_t *store, store_change_fn fn, void *ctx);
+
+/* ---- Extended query tags and operations --------------------------------------------- *
+ * An extended query tag makes one more attribute searchable at a level, as the reference
+ * service does (docs/ARCHITECTURE.md, "Extended query tags"). Adding tags starts a
+ * reindex operation that indexes every instance stored before it, in the background and
+ * in batches that each commit durably (it resumes after a crash or restart, in whichever
+ * process opens the archive next); instances stored meanwhile are indexed when they are
+ * committed. A tag is searchable once its status is ready and its queryStatus enabled.
+ * Values that cannot be indexed are recorded as errors and disable the tag's queries;
+ * re-enabling them makes searches report the tag as erroneous.
+ *
+ * The JSON in and out is the reference's (camelCase, null members left out). BASE is
+ * prefixed to the hrefs it contains: "http://host:port/v2" over HTTP, "" elsewhere. */
+
+#define STORE_XQT_MAX 128   /* ExtendedQueryTag:MaxAllowedCount */
+
+/* Adds the tags of JSON, the reference's POST body: an array of {"path", "vr",
+ * "privateCreator", "level"}. Every rule is checked before anything changes (STORE_EINVAL
+ * with the reference's message: unknown tag or keyword, a core searchable tag, a VR that
+ * is not allowed or does not match the dictionary, privateCreator missing or not allowed,
+ * a sequence, duplicates, an empty array, more than STORE_XQT_MAX in all). STORE_EEXIST
+ * when a tag exists already or another reindex is running (OPERATION_ID then names the
+ * running one). On success OPERATION_ID (33 bytes) names the new reindex operation. */
+store_status store_xqt_add(store_t *store, const char *json, size_t len, char operation_id[33], store_err *err);
+
+/* The tags as a JSON array (limit 1..200, offset >= 0, as GET /extendedquerytags). */
+store_status store_xqt_list(store_t *store, int64_t offset, int limit, const char *base, char **json,
+                            store_err *err);
+/* One tag by PATH: 8 hex digits or a keyword. STORE_EINVAL for a path that is neither,
+ * STORE_ENOTFOUND for a tag that is not an extended query tag. */
+store_status store_xqt_get(store_t *store, const char *path, const char *base, char **json, store_err *err);
+/* PATCH: JSON is {"queryStatus": "enabled"|"disabled"}; *JSON_OUT the updated tag. */
+store_status store_xqt_update(store_t *store, const char *path, const char *json, size_t len, const char *base,
+                              char **json_out, store_err *err);
+/* Removes the tag and its index values (status deleting while that runs). */
+store_status store_xqt_delete(store_t *store, const char *path, store_err *err);
+/* The tag's indexing errors as a JSON array: {"studyInstanceUid", "seriesInstanceUid",
+ * "sopInstanceUid", "createdTime", "errorMessage"}, oldest first. */
+store_status store_xqt_errors(store_t *store, const char *path, int64_t offset, int limit, char **json,
+                              store_err *err);
+
+/* An operation as JSON ({"operationId", "type", "createdTime", "lastUpdatedTime",
+ * "status", "percentComplete", "resources"}): API_VERSION 1 says "completed" where 2 says
+ * "succeeded". *FINISHED tells whether it has ended (200) or not (202). STORE_ENOTFOUND
+ * for an unknown id, STORE_EINVAL for an id that is not 32 hex digits (hyphens allowed). */
+store_status store_operation(store_t *store, const char *id, int api_version, const char *base, char **json,
+                             bool *finished, store_err *err);
+
+/* Changes whenever a tag is added, updated or removed or a reindex makes progress, so
+ * that caches of search results (the mount's /search) know when to forget them. */
+int64_t store_xqt_generation(store_t *store);
+
+/* Waits until no reindex is running or TIMEOUT_MS passed (tests, the CLI's --wait). */
+store_status store_operations_wait(store_t *store, int timeout_ms, store_err *err);
 
 /* ---- Consistency ------------------------------------------------------------------- */
 
