@@ -138,6 +138,13 @@ static void check_derived(db_t *db, const logger *l, store_fsck_report *r)
         "SELECT i.uid FROM instance i WHERE NOT EXISTS (SELECT 1 FROM changefeed c WHERE c.watermark=i.watermark"
         " AND c.action='create')",
         "instance without a change-feed entry");
+    r->bad_index += problems(db, l,
+        "SELECT printf('%08X', tag) FROM xqt WHERE status=0 AND NOT EXISTS"
+        " (SELECT 1 FROM operation o WHERE o.id=xqt.operation AND o.status IN (0, 1))",
+        "extended query tag being added without an unfinished reindex");
+    r->bad_index += problems(db, l,
+        "SELECT printf('%08X', tag) FROM xqt x WHERE error_count <> (SELECT count(*) FROM xqt_error e WHERE e.tag=x.tag)",
+        "extended query tag error count wrong");
 }
 
 store_status store_fsck(store_t *s, bool repair, void (*log)(const char *line, void *ctx), void *ctx,

@@ -265,6 +265,10 @@ int main(void)
     reindex_and_search(s);
     errors_disable_and_mark(s);
     deleting(s);
+    store_fsck_report rep = {0};
+    store_err err = {0};
+    CHECK(store_fsck(s, false, NULL, NULL, &rep, &err) == STORE_OK && rep.bad_index == 0, "fsck clean: %zu problems, %s",
+          rep.bad_index, err.msg);
     store_close(s);
     resume_after_close();
     return test_summary();
