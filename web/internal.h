@@ -30,7 +30,11 @@ typedef struct web_request {
     char msg[512];
     uint64_t body_bytes;
     void *stow;          /* stow.c's state while a body streams in */
+    char *body;          /* the JSON body of route_takes_json() routes (at most WEB_JSON_MAX) */
+    size_t body_len;
 } web_request;
+
+#define WEB_JSON_MAX (1024 * 1024) /* JSON request bodies (extended query tags) are small */
 
 /* Queues RESP (consumed) with STATUS and the common headers. */
 enum MHD_Result web_send(web_request *rq, unsigned status, struct MHD_Response *resp);
@@ -52,6 +56,16 @@ int web_accept_choose(web_request *rq, const char *const *media, size_t n_media)
 /* Does the Accept header allow MEDIA? */
 bool web_accepts(web_request *rq, const char *media);
 
+/* Query parameters of the JSON routes (params.c), by ASP.NET model binding's rules: names
+ * case-insensitive, unknown ones ignored. Each leaves *OUT as it is (the default) when the
+ * parameter is absent, and returns false with MSG (a 400 reason) when it is given twice
+ * or its value does not convert or is out of range. */
+bool web_param_int(web_request *rq, const char *name, int64_t min, int64_t max, int64_t *out, char *msg, size_t len);
+bool web_param_bool(web_request *rq, const char *name, bool *out, char *msg, size_t len);
+/* ISO 8601 with a mandatory zone (Z or an offset) as microseconds since the epoch (UTC);
+ * a blank value is as absent. */
+bool web_param_time(web_request *rq, const char *name, int64_t *us, char *msg, size_t len);
+
 enum MHD_Result qido_handle(web_request *rq);
 enum MHD_Result delete_handle(web_request *rq);
 enum MHD_Result wado_handle(web_request *rq);       /* retrieve, metadata, frames, rendered */
@@ -59,5 +73,8 @@ void stow_begin(web_request *rq);                   /* checks headers; may set r
 void stow_feed(web_request *rq, const char *data, size_t len);
 enum MHD_Result stow_finish(web_request *rq);
 void stow_free(web_request *rq);
+enum MHD_Result changefeed_handle(web_request *rq); /* /changefeed, /changefeed/latest */
+void xqt_begin(web_request *rq);                    /* checks a JSON body's headers; may set rq->status */
+enum MHD_Result xqt_handle(web_request *rq);        /* extended query tags and operations */
 
 #endif

@@ -51,14 +51,24 @@ enum MHD_Result qido_handle(web_request *rq)
     store_status st = store_find(rq->srv->store, &q, &res, &err);
     free(p.v);
     if (st != STORE_OK) return web_send_text(rq, web_http_status(st), "%s", err.msg);
+    struct MHD_Response *resp;
+    unsigned status = MHD_HTTP_OK;
     if (res.count == 0 && rq->srv->strict) {
         /* The reference (and PS3.18 before CP-2473): 204 without a body. Orthanc's
          * DICOMweb client cannot parse an empty body, so by default no match is 200 with
          * an empty array, as CP-2473 and RFC 9110 have it. */
-        store_find_result_clear(&res);
-        return web_send_empty(rq, MHD_HTTP_NO_CONTENT);
+        status = MHD_HTTP_NO_CONTENT;
+        resp = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+    } else {
+        resp = MHD_create_response_from_buffer(strlen(res.json), res.json, MHD_RESPMEM_MUST_FREE);
+        if (resp) {
+            res.json = NULL; /* the response owns it now */
+            MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/dicom+json");
+        }
     }
-    char *json = res.json;
-    res.json = NULL;
-    return web_send_body(rq, MHD_HTTP_OK, json, strlen(json), "application/dicom+json");
+    /* The query used extended query tags with indexing errors: its results may miss
+     * instances whose values could not be indexed. */
+    if (resp && res.erroneous[0]) MHD_add_response_header(resp, "erroneous-dicom-attributes", res.erroneous);
+    store_find_result_clear(&res);
+    return web_send(rq, status, resp);
 }

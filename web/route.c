@@ -52,6 +52,60 @@ static int method_for(const char *method, path_kind pk, route *r, char *msg, siz
     return 405;
 }
 
+/* A method of the change feed, extended query tag and operation resources, and the kind
+ * of route it asks for: each method has a kind of its own there. */
+typedef struct {
+    const char *method;
+    route_kind kind;
+} verb;
+
+static int pick_verb(const char *method, const verb *verbs, size_t n, route *r, char *msg, size_t len)
+{
+    size_t used = 0;
+    for (size_t i = 0; i < n && used < sizeof r->allow; i++)
+        used += (size_t)snprintf(r->allow + used, sizeof r->allow - used, "%s%s", i ? ", " : "", verbs[i].method);
+    if (strcmp(method, "OPTIONS") == 0) {
+        r->kind = ROUTE_PREFLIGHT;
+        return 0;
+    }
+    bool head = strcmp(method, "HEAD") == 0;
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(method, verbs[i].method) == 0 || (head && strcmp(verbs[i].method, "GET") == 0)) {
+            r->kind = verbs[i].kind;
+            return 0;
+        }
+    snprintf(msg, len, "The method %s is not allowed on this resource; allowed: %s.", method, r->allow);
+    return 405;
+}
+
+#define PICK(verbs) pick_verb(method, verbs, sizeof verbs / sizeof verbs[0], r, msg, len)
+
+/* The unpartitioned JSON resources: /changefeed[/latest], /extendedquerytags[/{tagPath}
+ * [/errors]], /operations/{id}. -1 when S is none of them. */
+static int json_resource(const char *method, char **s, int n, route *r, char *msg, size_t len)
+{
+    static const verb feed[] = {{"GET", ROUTE_CHANGEFEED}}, latest[] = {{"GET", ROUTE_CHANGEFEED_LATEST}};
+    static const verb tags[] = {{"GET", ROUTE_XQT_LIST}, {"POST", ROUTE_XQT_ADD}};
+    static const verb tag[] = {{"GET", ROUTE_XQT_GET}, {"PATCH", ROUTE_XQT_UPDATE}, {"DELETE", ROUTE_XQT_DELETE}};
+    static const verb errors[] = {{"GET", ROUTE_XQT_ERRORS}}, operation[] = {{"GET", ROUTE_OPERATION}};
+    if (is(s[0], "changefeed")) {
+        if (n == 1) return PICK(feed);
+        if (n == 2 && is(s[1], "latest")) return PICK(latest);
+        return -1;
+    }
+    bool xqt = is(s[0], "extendedquerytags");
+    if (!xqt && !is(s[0], "operations")) return -1;
+    if (xqt && n == 1) return PICK(tags);
+    if (n < 2 || n > (xqt ? 3 : 2) || (n == 3 && !is(s[2], "errors"))) return -1;
+    if (strlen(s[1]) >= sizeof r->name) { /* never cut: a cut name is another tag */
+        snprintf(msg, len, "The %s '%.32s...' is too long.", xqt ? "tag path" : "operation id", s[1]);
+        return xqt ? 400 : 404;
+    }
+    snprintf(r->name, sizeof r->name, "%s", s[1]);
+    if (!xqt) return PICK(operation);
+    return n == 2 ? PICK(tag) : PICK(errors);
+}
+
 static int version_of(const char *seg)
 {
     if (strcmp(seg, "v1") == 0 || strcmp(seg, "v1.0-prerelease") == 0 || strcmp(seg, "v1.0") == 0) return 1;
@@ -79,12 +133,15 @@ int route_parse(const char *method, const char *path, route *r, char *msg, size_
         snprintf(msg, len, "The resource '%s' was not found. Routes start with a version: /v1/ or /v2/.", path);
         return 404;
     }
+    snprintf(r->version_seg, sizeof r->version_seg, "%s", seg[0]);
     char **s = seg + 1;
     n--;
     if (is(s[0], "partitions")) {
         snprintf(msg, len, "Data partitions feature is disabled.");
         return 400;
     }
+    int st = json_resource(method, s, n, r, msg, len);
+    if (st >= 0) return st;
     r->kind = ROUTE_QIDO;
     if (n == 1 && (is(s[0], "studies") || is(s[0], "series") || is(s[0], "instances"))) {
         r->level = is(s[0], "studies") ? STORE_LEVEL_STUDY : is(s[0], "series") ? STORE_LEVEL_SERIES : STORE_LEVEL_INSTANCE;
@@ -149,3 +206,5 @@ not_found:
     snprintf(msg, len, "The resource '%s' was not found.", path);
     return 404;
 }
+
+bool route_takes_json(route_kind kind) { return kind == ROUTE_XQT_ADD || kind == ROUTE_XQT_UPDATE; }

@@ -1,7 +1,9 @@
 /* server.c — the libmicrohttpd daemon and the request life cycle:
  *
- *   first call   route the path; for STOW check the headers (415/406 before any body)
- *   body calls   stream each chunk to the STOW parser (or drain it after an early error)
+ *   first call   route the path; for STOW and the JSON-body routes check the headers
+ *                (415/406/413 before any body)
+ *   body calls   stream each chunk to the STOW parser, or keep it (a small JSON body, at
+ *                most WEB_JSON_MAX), or drain it after an early error
  *   last call    run the route's handler, which queues the response
  *
  * An error found before the body is answered at once when the client waits for
@@ -64,8 +66,37 @@ static enum MHD_Result dispatch(web_request *rq)
     case ROUTE_STOW: return stow_finish(rq);
     case ROUTE_QIDO: return qido_handle(rq);
     case ROUTE_DELETE: return delete_handle(rq);
+    case ROUTE_CHANGEFEED:
+    case ROUTE_CHANGEFEED_LATEST: return changefeed_handle(rq);
+    case ROUTE_XQT_ADD:
+    case ROUTE_XQT_LIST:
+    case ROUTE_XQT_GET:
+    case ROUTE_XQT_UPDATE:
+    case ROUTE_XQT_DELETE:
+    case ROUTE_XQT_ERRORS:
+    case ROUTE_OPERATION: return xqt_handle(rq);
     default: return wado_handle(rq);
     }
+}
+
+/* Keeps a chunk of a JSON body; past WEB_JSON_MAX the request is refused (413) and
+ * the rest drained. */
+static void keep_json(web_request *rq, const char *data, size_t len)
+{
+    if (rq->body_len + len > WEB_JSON_MAX) {
+        rq->status = MHD_HTTP_CONTENT_TOO_LARGE;
+        snprintf(rq->msg, sizeof rq->msg, "The request body is larger than the limit of %d bytes.", WEB_JSON_MAX);
+        free(rq->body);
+        rq->body = NULL;
+        rq->body_len = 0;
+        return;
+    }
+    char *b = realloc(rq->body, rq->body_len + len + 1);
+    if (!b) abort();
+    memcpy(b + rq->body_len, data, len);
+    rq->body = b;
+    rq->body_len += len;
+    b[rq->body_len] = 0;
 }
 
 static bool expects_continue(web_request *rq)
@@ -96,6 +127,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
                      (unsigned long long)srv->max_body);
         }
         if (!rq->status && rq->route.kind == ROUTE_STOW) stow_begin(rq);
+        if (!rq->status && route_takes_json(rq->route.kind)) xqt_begin(rq);
         if (rq->status && expects_continue(rq)) return answer_error(rq);
         return MHD_YES;
     }
@@ -107,6 +139,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
                      (unsigned long long)srv->max_body);
         }
         if (!rq->status && rq->route.kind == ROUTE_STOW) stow_feed(rq, data, *size);
+        if (!rq->status && route_takes_json(rq->route.kind)) keep_json(rq, data, *size);
         *size = 0;
         return MHD_YES;
     }
@@ -121,6 +154,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **state, e
     web_request *rq = *state;
     if (!rq) return;
     stow_free(rq); /* an upload cut short is aborted here: nothing of it is stored */
+    free(rq->body);
     free(rq);
     *state = NULL;
 }

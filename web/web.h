@@ -4,7 +4,8 @@
  * model (handlers block on the store; a slow client holds only its own thread). Routes,
  * status codes, headers and JSON follow docs/ARCHITECTURE.md's notes on the reference
  * service. Request and response bodies are streamed, never held whole in memory, except
- * the small JSON bodies (QIDO, STOW results, metadata). */
+ * the small JSON bodies (QIDO, STOW results, metadata, change feed, extended query tags;
+ * JSON request bodies at most 1 MiB). */
 #ifndef DICOMFS_WEB_H
 #define DICOMFS_WEB_H
 
