@@ -10,6 +10,11 @@
  *   /studies/<study>/series/<series>/instances/<sop>.dcm the stored bytes
  *   /changes/latest.json, /changes/<sequence>.json      = the change feed
  *   /changes/feed.jsonl     one line per change, only ever grows (tail -f follows it)
+ *   /extended-query-tags/<path>.json   an extended query tag (GET); write {"queryStatus":..}
+ *                           to update it, rm it (--allow-delete) to delete it; a JSON array
+ *                           written to a new NAME.json adds tags (close() gives the verdict,
+ *                           NAME.json.error says why it failed)
+ *   /operations/<id>.json   a reindex operation's progress
  *
  * One mount serves one store from its own threads (libfuse's multi-threaded loop). */
 #ifndef DICOMFS_FS_H

@@ -2,7 +2,8 @@
  *
  * ops.c answers FUSE's calls by classifying the path and handing it to the module that
  * owns that part of the tree: inbox.c (drops), feed.c (changes/feed.jsonl), patients.c
- * (/patients), search.c (/search), notify.c (keeping the kernel's caches honest). */
+ * (/patients), search.c (/search), tags.c (/extended-query-tags and /operations),
+ * notify.c (keeping the kernel's caches honest). */
 #ifndef DICOMFS_FS_INTERNAL_H
 #define DICOMFS_FS_INTERNAL_H
 
@@ -32,6 +33,7 @@ typedef struct {
 typedef struct search_cache search_cache;
 typedef struct notifier notifier;
 typedef struct tombstones tombstones;
+typedef struct xqt_state xqt_state;
 
 struct fs_mount {
     store_t *store;
@@ -48,6 +50,7 @@ struct fs_mount {
     search_cache *search;
     notifier *notify;
     tombstones *tombs;
+    xqt_state *xqt;
 };
 
 /* The mount whose call this thread is answering. */
@@ -96,6 +99,37 @@ bool tombs_has(tombstones *t, const char *path);
 int delete_file(fs_mount *m, const char *path, const char *study, const char *series, const char *sop);
 /* rmdir of an archive folder at PATH; EXISTS: the store still has instances under it. */
 int delete_folder(fs_mount *m, const char *path, bool exists);
+
+/* ---- tags.c: /extended-query-tags/ and /operations/ ----
+ * NAME is the segment below the folder ("00101010.json", "new.json", "x.json.error").
+ * Writes are kept per name (xqt_file: shared by the descriptors open on it) and judged
+ * at the first flush that has data: a JSON array adds tags, anything else written to an
+ * existing tag's file updates it. The verdict is close()'s errno; NAME.error says why. */
+typedef struct xqt_file xqt_file;
+xqt_state *xqt_new(void);
+void xqt_free(xqt_state *x);
+int xqt_stat(fs_mount *m, const char *name, struct stat *st);
+int xqt_list(fs_mount *m, fs_fill_fn fill, void *ctx);
+/* The text a read-only open of NAME reads (malloc'd). */
+int xqt_text(fs_mount *m, const char *name, char **text);
+/* An open for writing (CREATE: a new name; TRUNC: O_TRUNC). */
+int xqt_open(fs_mount *m, const char *name, bool create, bool trunc, xqt_file **out);
+int xqt_write(fs_mount *m, xqt_file *f, const char *buf, size_t size, off_t off);
+int xqt_read(fs_mount *m, xqt_file *f, char *buf, size_t size, off_t off);
+int xqt_truncate(fs_mount *m, xqt_file *f, off_t size);
+/* truncate(2) by name: a file open for writing, else EACCES/ENOENT. */
+int xqt_truncate_name(fs_mount *m, const char *name, off_t size);
+/* The verdict (0 or -errno): judged now when data was written and not judged yet. */
+int xqt_flush(fs_mount *m, xqt_file *f);
+void xqt_release(fs_mount *m, xqt_file *f);
+/* chmod, chown, utimens: accepted (and ignored) while NAME is open for writing. */
+int xqt_setattr(fs_mount *m, const char *name);
+/* rm NAME.error forgets it; rm <path>.json deletes the tag (--allow-delete, else EACCES). */
+int xqt_unlink(fs_mount *m, const char *name);
+/* /operations/<id>.json: the operation's JSON; the listing holds the operations started
+ * through this mount and those the tags refer to. */
+int xqt_op_text(fs_mount *m, const char *name, char **text);
+int xqt_op_list(fs_mount *m, fs_fill_fn fill, void *ctx);
 
 /* ---- notify.c: invalidating what the kernel cached when the archive changes ---- */
 notifier *notify_start(fs_mount *m);

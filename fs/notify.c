@@ -2,7 +2,8 @@
  * for a second; when the archive changes (through this mount, over HTTP in this process,
  * or by another process) this thread tells it to forget what the change made stale:
  * the study's and series' folders and metadata.json, the instance file (page cache
- * too: a deleted instance may be stored again with other bytes), and the change files.
+ * too: a deleted instance may be stored again with other bytes), and the change files;
+ * and when an extended query tag changes (store_xqt_generation), the tag files.
  *
  * It wakes when this process commits a change (store_on_change) and otherwise polls
  * the change feed's head every POLL_MS for other processes' changes. Invalidation runs
@@ -27,6 +28,7 @@ struct notifier {
     pthread_cond_t wake;
     bool changed, stop;
     int64_t seen; /* the last sequence handled */
+    int64_t xqt;  /* the extended query tags' generation handled */
 };
 
 static void on_change(void *ctx)
@@ -93,6 +95,31 @@ static bool handle_new(notifier *n)
     return true;
 }
 
+/* A tag was added, changed or removed, or a reindex moved on: its file's size and the
+ * folder's listing changed. False when nothing did. */
+static bool handle_xqt(notifier *n)
+{
+    fs_mount *m = n->m;
+    int64_t gen = store_xqt_generation(m->store);
+    if (gen == n->xqt) return false;
+    n->xqt = gen;
+    char *text = NULL;
+    if (store_xqt_list(m->store, 0, 200, "", &text, NULL) == STORE_OK) {
+        json_t *tags = json_loads(text, 0, NULL);
+        size_t i;
+        json_t *t;
+        json_array_foreach(tags, i, t) {
+            const char *path = json_string_value(json_object_get(t, "path"));
+            if (path) forget(m, "/extended-query-tags/%s.json", path);
+        }
+        json_decref(tags);
+    }
+    free(text);
+    forget(m, "/extended-query-tags");
+    forget(m, "/operations");
+    return true;
+}
+
 static void *notify_main(void *arg)
 {
     notifier *n = arg;
@@ -112,6 +139,7 @@ static void *notify_main(void *arg)
         n->changed = false;
         pthread_mutex_unlock(&n->lock);
         while (handle_new(n)) {} /* until caught up, a batch at a time */
+        handle_xqt(n);
         pthread_mutex_lock(&n->lock);
     }
     pthread_mutex_unlock(&n->lock);
@@ -124,6 +152,7 @@ notifier *notify_start(fs_mount *m)
     if (!n) abort();
     n->m = m;
     n->seen = store_changefeed_head(m->store);
+    n->xqt = store_xqt_generation(m->store);
     pthread_mutex_init(&n->lock, NULL);
     pthread_cond_init(&n->wake, NULL);
     if (pthread_create(&n->thread, NULL, notify_main, n) != 0) {

@@ -16,7 +16,7 @@
 typedef enum {
     N_ROOT, N_INBOX, N_STUDIES, N_STUDY, N_STUDY_META, N_SERIES_DIR, N_SERIES, N_SERIES_META, N_INSTANCES,
     N_INSTANCE, N_CHANGES, N_CHANGES_LATEST, N_CHANGES_FEED, N_CHANGE, N_PATIENTS, N_SEARCH, N_SEARCH_LEVEL,
-    N_SEARCH_QUERY, N_SEARCH_ERROR, N_SEARCH_LINK, N_DROP, N_NONE
+    N_SEARCH_QUERY, N_SEARCH_ERROR, N_SEARCH_LINK, N_XQT, N_XQT_FILE, N_OPS, N_OP, N_DROP, N_NONE
 } node_kind;
 
 #define MAX_SEGMENTS 8 /* the deepest archive path has 6 (studies/.../instances/x.dcm) */
@@ -51,7 +51,8 @@ static bool take_uid(char *dst, const char *seg, size_t len)
 /* The names of the root's own folders; every other name at the root is a drop. */
 static bool reserved(const char *seg, size_t len)
 {
-    static const char *const names[] = {"inbox", "studies", "patients", "search", "changes"};
+    static const char *const names[] = {"inbox", "studies", "patients", "search", "changes", "extended-query-tags",
+                                        "operations"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         if (len == strlen(names[i]) && strncmp(seg, names[i], len) == 0) return true;
     return false;
@@ -117,6 +118,10 @@ static node classify(const char *path)
         }
     } else if (IS(0, "patients")) {
         n.kind = N_PATIENTS; /* resolved by patients.c */
+    } else if (IS(0, "extended-query-tags")) {
+        n.kind = count == 1 ? N_XQT : count == 2 ? N_XQT_FILE : N_NONE; /* tags.c */
+    } else if (IS(0, "operations")) {
+        n.kind = count == 1 ? N_OPS : count == 2 ? N_OP : N_NONE;
     } else if (IS(0, "search")) {
         n.kind = count == 1 ? N_SEARCH : count == 2 ? N_SEARCH_LEVEL : count == 3 ? N_SEARCH_QUERY
                : count == 4 ? N_SEARCH_LINK : N_NONE;
@@ -250,13 +255,27 @@ static int op_getattr(const char *path, struct stat *st, struct fuse_file_info *
     fs_mount *m = self();
     int rc = 0;
     switch (n.kind) {
-    case N_ROOT: case N_STUDIES: case N_CHANGES: case N_SEARCH:
+    case N_ROOT: case N_STUDIES: case N_CHANGES: case N_SEARCH: case N_OPS:
         fs_dir_stat(st, m->started_us);
         break;
-    case N_INBOX:
+    case N_INBOX: case N_XQT:
         fs_dir_stat(st, m->started_us);
         st->st_mode = S_IFDIR | 0777;
         break;
+    case N_XQT_FILE: {
+        char *name = segment(&n, 1);
+        rc = xqt_stat(m, name, st);
+        free(name);
+        break;
+    }
+    case N_OP: {
+        char *name = segment(&n, 1), *text = NULL;
+        rc = xqt_op_text(m, name, &text);
+        if (!rc) fs_file_stat(st, strlen(text), m->started_us);
+        free(name);
+        free(text);
+        break;
+    }
     case N_STUDY: case N_SERIES_DIR: {
         store_entry *e = NULL;
         size_t cnt = 0;
@@ -388,7 +407,9 @@ static int op_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t
     lister l = {buf, filler, (flags & FUSE_READDIR_PLUS) ? FUSE_FILL_DIR_PLUS : 0};
     switch (n.kind) {
     case N_ROOT:
-        for (const char *const *d = (const char *const[]){"inbox", "studies", "patients", "search", "changes", NULL}; *d; d++)
+        for (const char *const *d = (const char *const[]){"inbox", "studies", "patients", "search", "changes",
+                                                           "extended-query-tags", "operations", NULL};
+             *d; d++)
             filler(buf, *d, NULL, 0, 0);
         inbox_list(m->inbox, "/", fill_one, &l);
         return 0;
@@ -450,6 +471,10 @@ static int op_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t
         return 0;
     case N_SEARCH_LEVEL:
         return 0; /* any query may be looked up; none is listed */
+    case N_XQT:
+        return xqt_list(m, fill_one, &l);
+    case N_OPS:
+        return xqt_op_list(m, fill_one, &l);
     case N_SEARCH_QUERY: {
         char *level = segment(&n, 1), *query = segment(&n, 2);
         int rc = search_list(m, level, query, fill_one, &l);
@@ -470,6 +495,7 @@ typedef struct open_file {
     char *text;
     size_t len;
     bool feed;       /* changes/feed.jsonl */
+    xqt_file *xqt;   /* an extended query tag file open for writing */
     struct open_file *prev, *next;
 } open_file;
 
@@ -495,6 +521,7 @@ static void free_open_file(fs_mount *m, open_file *f)
     if (f->next) f->next->prev = f->prev;
     pthread_mutex_unlock(&m->files_lock);
     if (f->fd >= 0) close(f->fd);
+    if (f->xqt) xqt_release(m, f->xqt);
     free(f->text);
     free(f);
 }
@@ -510,6 +537,28 @@ static int open_text(struct fuse_file_info *fi, char *text)
     return 0;
 }
 
+/* A file of /extended-query-tags: generated text for reading, a write to judge at close. */
+static int open_xqt(const node *n, bool create, struct fuse_file_info *fi)
+{
+    fs_mount *m = self();
+    char *name = segment(n, 1), *text = NULL;
+    int rc;
+    if (!create && (fi->flags & O_ACCMODE) == O_RDONLY) {
+        rc = xqt_text(m, name, &text);
+        free(name);
+        return rc ? rc : open_text(fi, text);
+    }
+    xqt_file *x = NULL;
+    rc = xqt_open(m, name, create, (fi->flags & O_TRUNC) != 0, &x);
+    free(name);
+    if (rc) return rc;
+    open_file *f = new_open_file();
+    f->xqt = x;
+    fi->fh = (uint64_t)(uintptr_t)f;
+    fi->direct_io = 1;
+    return 0;
+}
+
 static int op_open(const char *path, struct fuse_file_info *fi)
 {
     node n = classify(path);
@@ -517,7 +566,14 @@ static int op_open(const char *path, struct fuse_file_info *fi)
         char *why = inbox_error_text(self()->inbox, path);
         return why ? open_text(fi, why) : 0; /* reads of drops go to the inbox */
     }
+    if (n.kind == N_XQT_FILE) return open_xqt(&n, false, fi);
     if ((fi->flags & O_ACCMODE) != O_RDONLY) return -EACCES;
+    if (n.kind == N_OP) {
+        char *name = segment(&n, 1), *text = NULL;
+        int rc = xqt_op_text(self(), name, &text);
+        free(name);
+        return rc ? rc : open_text(fi, text);
+    }
     if (n.kind == N_CHANGES_FEED) {
         open_file *f = new_open_file();
         f->feed = true;
@@ -569,6 +625,7 @@ static int op_read(const char *path, char *buf, size_t size, off_t off, struct f
     open_file *f = (open_file *)(uintptr_t)fi->fh;
     if (!f) return path ? inbox_read(self()->inbox, path, buf, size, off) : -ENOENT;
     if (f->feed) return feed_read(self(), buf, size, off);
+    if (f->xqt) return xqt_read(self(), f->xqt, buf, size, off);
     if (f->fd >= 0) {
         ssize_t n = pread(f->fd, buf, size, off);
         return n < 0 ? -errno : (int)n;
@@ -596,6 +653,8 @@ static int drop_only(const char *path)
 
 static int op_create(const char *path, mode_t mode, struct fuse_file_info *fi)
 {
+    node n = classify(path);
+    if (n.kind == N_XQT_FILE) return open_xqt(&n, true, fi);
     int rc = drop_only(path);
     fi->fh = 0;
     return rc ? (rc == -ENOENT ? -EACCES : rc) : inbox_create(self()->inbox, path, mode);
@@ -603,7 +662,9 @@ static int op_create(const char *path, mode_t mode, struct fuse_file_info *fi)
 
 static int op_write(const char *path, const char *buf, size_t size, off_t off, struct fuse_file_info *fi)
 {
-    (void)fi;
+    open_file *f = fi ? (open_file *)(uintptr_t)fi->fh : NULL;
+    if (f && f->xqt) return xqt_write(self(), f->xqt, buf, size, off);
+    if (f) return -EBADF; /* read-only */
     /* NULL: the file was removed while open (hard_remove), and with it the drop */
     return path ? inbox_write(self()->inbox, path, buf, size, off) : -ENOENT;
 }
@@ -611,7 +672,9 @@ static int op_write(const char *path, const char *buf, size_t size, off_t off, s
 /* Only flush's result reaches close(): the verdict of the ingest goes here, every time. */
 static int op_flush(const char *path, struct fuse_file_info *fi)
 {
-    if (fi->fh) return 0; /* a file of the archive, read-only */
+    open_file *f = (open_file *)(uintptr_t)fi->fh;
+    if (f && f->xqt) return xqt_flush(self(), f->xqt); /* the verdict of a tag file's write */
+    if (f) return 0; /* a file of the archive, read-only */
     return classify(path).kind == N_DROP ? inbox_flush(self()->inbox, path) : 0;
 }
 
@@ -619,7 +682,9 @@ static int op_flush(const char *path, struct fuse_file_info *fi)
 static int op_fsync(const char *path, int datasync, struct fuse_file_info *fi)
 {
     (void)datasync;
-    if (fi && fi->fh) return 0;
+    open_file *f = fi ? (open_file *)(uintptr_t)fi->fh : NULL;
+    if (f && f->xqt) return xqt_flush(self(), f->xqt); /* the store's calls are durable when they return */
+    if (f) return 0;
     return classify(path).kind == N_DROP ? inbox_fsync(self()->inbox, path) : 0;
 }
 
@@ -648,6 +713,12 @@ static int op_unlink(const char *path)
         return delete_file(self(), path, n.study, n.series, n.sop);
     case N_STUDY_META: case N_SERIES_META:
         return delete_file(self(), path, n.study, NULL, NULL);
+    case N_XQT_FILE: {
+        char *name = segment(&n, 1);
+        int rc = xqt_unlink(self(), name);
+        free(name);
+        return rc;
+    }
     case N_PATIENTS: {
         patients_node p;
         int rc = patients_of(&n, &p);
@@ -703,17 +774,43 @@ static int op_rename(const char *from, const char *to, unsigned int flags)
     return inbox_rename(self()->inbox, from, to);
 }
 
+/* The name below /extended-query-tags of PATH (malloc'd), or NULL. */
+static char *xqt_name(const char *path)
+{
+    node n = classify(path);
+    return n.kind == N_XQT_FILE ? segment(&n, 1) : NULL;
+}
+
 static int op_truncate(const char *path, off_t size, struct fuse_file_info *fi)
 {
-    (void)fi;
+    open_file *f = fi ? (open_file *)(uintptr_t)fi->fh : NULL;
+    if (f && f->xqt) return xqt_truncate(self(), f->xqt, size);
+    char *name = xqt_name(path);
+    if (name) {
+        int rc = xqt_truncate_name(self(), name, size);
+        free(name);
+        return rc;
+    }
     int rc = drop_only(path);
     return rc ? rc : inbox_truncate(self()->inbox, path, size);
+}
+
+/* chmod, chown, utimens of a tag file: accepted while it is being written (cp -p). */
+static int xqt_attr(const char *path, int *rc)
+{
+    char *name = xqt_name(path);
+    if (!name) return 0;
+    *rc = xqt_setattr(self(), name);
+    free(name);
+    return 1;
 }
 
 static int op_chmod(const char *path, mode_t mode, struct fuse_file_info *fi)
 {
     (void)fi;
-    int rc = drop_only(path);
+    int rc;
+    if (xqt_attr(path, &rc)) return rc;
+    rc = drop_only(path);
     return rc ? rc : inbox_setmode(self()->inbox, path, mode);
 }
 
@@ -722,13 +819,17 @@ static int op_chown(const char *path, uid_t uid, gid_t gid, struct fuse_file_inf
     (void)uid;
     (void)gid;
     (void)fi;
+    int rc;
+    if (xqt_attr(path, &rc)) return rc;
     return drop_only(path); /* accepted for drops (tar, cp -p), meaningless for the archive */
 }
 
 static int op_utimens(const char *path, const struct timespec tv[2], struct fuse_file_info *fi)
 {
     (void)fi;
-    int rc = drop_only(path);
+    int rc;
+    if (xqt_attr(path, &rc)) return rc;
+    rc = drop_only(path);
     return rc ? rc : inbox_settime(self()->inbox, path, tv);
 }
 
@@ -789,6 +890,7 @@ static void release_parts(fs_mount *m)
     feed_free(&m->feed);
     search_free(m->search);
     tombs_free(m->tombs);
+    xqt_free(m->xqt);
     inbox_free(m->inbox);
     pthread_mutex_destroy(&m->files_lock);
     free(m->mountpoint);
@@ -804,6 +906,7 @@ fs_mount *fs_mount_start(store_t *store, const char *mountpoint, const fs_option
     m->inbox = inbox_new(store, o && o->inbox_keep ? o->inbox_keep : FS_INBOX_KEEP, o && o->sync_close);
     m->search = search_new();
     m->tombs = tombs_new();
+    m->xqt = xqt_new();
     pthread_mutex_init(&m->files_lock, NULL);
     pthread_mutex_init(&m->feed.lock, NULL);
     struct timespec now;

@@ -5,7 +5,9 @@
  * A bad query is EINVAL (ls: "Invalid argument"); "<query>.error" beside it then says
  * why. A query folder lists every match up to SEARCH_MAX, or the query's own limit. Results
  * are kept for the few most recent queries and reused while the change feed's head has
- * not moved, so `ls -l` (one lookup per entry) runs the query once. */
+ * not moved and no extended query tag changed (store_xqt_generation: a tag added, made
+ * ready, disabled or removed changes what a query may use and what it matches), so
+ * `ls -l` (one lookup per entry) runs the query once. */
 #include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
@@ -25,6 +27,7 @@ typedef struct {
 typedef struct {
     char *key;   /* "<level>/<query>" */
     int64_t head; /* the change feed's head when computed */
+    int64_t xqt;  /* and the extended query tags' generation */
     uint64_t used; /* for eviction: the least recently used slot goes */
     search_entry *e;
     size_t n;
@@ -181,11 +184,12 @@ static search_result *lookup(fs_mount *m, const char *level, const char *query, 
     search_cache *c = m->search;
     char *key;
     if (asprintf(&key, "%s/%s", level, query) < 0) abort();
-    int64_t head = store_changefeed_head(m->store);
+    int64_t head = store_changefeed_head(m->store), xqt = store_xqt_generation(m->store);
     pthread_mutex_lock(&c->lock);
     search_result *r = NULL;
     for (int i = 0; i < CACHE_SLOTS && !r; i++)
-        if (c->slot[i].key && c->slot[i].head == head && strcmp(c->slot[i].key, key) == 0) r = &c->slot[i];
+        if (c->slot[i].key && c->slot[i].head == head && c->slot[i].xqt == xqt && strcmp(c->slot[i].key, key) == 0)
+            r = &c->slot[i];
     if (!r) {
         r = &c->slot[0];
         for (int i = 1; i < CACHE_SLOTS; i++)
@@ -206,6 +210,7 @@ static search_result *lookup(fs_mount *m, const char *level, const char *query, 
         sort_and_dedupe(r);
         r->key = key;
         r->head = head;
+        r->xqt = xqt;
         key = NULL;
     }
     free(key);

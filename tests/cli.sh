@@ -91,7 +91,7 @@ fi
 ROOT=$TESTS/..
 check "README does not promise that everything written for the Azure service works" \
     bash -c "! grep -q 'Everything written against the Azure DICOM service works' '$ROOT/README.md'"
-check "README says what is not served over HTTP yet" grep -q "Not yet served over HTTP" "$ROOT/README.md"
+check "README says what is not served yet" grep -q "Not yet served: workitems" "$ROOT/README.md"
 check "docs/CLI.md documents find's limit (1 to 200) and --version" \
     bash -c "grep -q 'is 1 to 200' '$ROOT/docs/CLI.md' && grep -q 'dicomfs --version' '$ROOT/docs/CLI.md'"
 

@@ -16,6 +16,8 @@ int cmd_changes(int argc, char **argv);
 int cmd_fsck(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
 int cmd_mount(int argc, char **argv);
+int cmd_tags(int argc, char **argv);
+int cmd_operations(int argc, char **argv);
 
 /* Opens ARCHIVE or prints why not (prefixed with the command's name). */
 store_t *cli_open(const char *cmd, const char *archive, bool create);

@@ -19,6 +19,8 @@ static const struct {
     {"metadata", cmd_metadata, "print the DICOM JSON metadata of a study, series or instance"},
     {"delete", cmd_delete, "delete a study, series or instance"},
     {"changes", cmd_changes, "print change-feed entries"},
+    {"tags", cmd_tags, "extended query tags: list, add, get, update, delete, errors"},
+    {"operations", cmd_operations, "print a reindex operation started by tags add"},
     {"fsck", cmd_fsck, "check (and repair) an archive"},
     {"serve", cmd_serve, "serve the archive over DICOMweb (HTTP)"},
     {"mount", cmd_mount, "mount the archive as a folder (FUSE)"},
