@@ -341,8 +341,10 @@ void store_on_change(store_t *store, store_change_fn fn, void *ctx);
  * in batches that each commit durably (it resumes after a crash or restart, in whichever
  * process opens the archive next); instances stored meanwhile are indexed when they are
  * committed. A tag is searchable once its status is ready and its queryStatus enabled.
- * Values that cannot be indexed are recorded as errors and disable the tag's queries;
- * re-enabling them makes searches report the tag as erroneous.
+ * Values of instances stored before the tag that cannot be indexed (text in a private
+ * element declared SS, say) are recorded as errors and disable the tag's queries;
+ * re-enabling them makes searches report the tag as erroneous. An instance stored later
+ * with such a value is stored without it in the index, as v2 leaves out invalid values.
  *
  * The JSON in and out is the reference's (camelCase, null members left out). BASE is
  * prefixed to the hrefs it contains: "http://host:port/v2" over HTTP, "" elsewhere. */
@@ -374,7 +376,8 @@ store_status store_xqt_delete(store_t *store, const char *path, store_err *err);
 store_status store_xqt_errors(store_t *store, const char *path, int64_t offset, int limit, char **json,
                               store_err *err);
 
-/* An operation as JSON ({"operationId", "type", "createdTime", "lastUpdatedTime",
+/* An operation as JSON (asking for an unfinished one also takes it up when no process
+ * runs it) ({"operationId", "type", "createdTime", "lastUpdatedTime",
  * "status", "percentComplete", "resources"}): API_VERSION 1 says "completed" where 2 says
  * "succeeded". *FINISHED tells whether it has ended (200) or not (202). STORE_ENOTFOUND
  * for an unknown id, STORE_EINVAL for an id that is not 32 hex digits (hyphens allowed). */

@@ -608,6 +608,7 @@ store_status store_operation(store_t *s, const char *id, int api_version, const 
     if (!db) return err ? err->status : STORE_EIO;
     sqlite3_stmt *q = NULL;
     store_status st = STORE_OK;
+    bool resume = false;
     if (sqlite3_prepare_v2(db->h, "SELECT type, status, created_us, updated_us, done, total, tags FROM operation WHERE id=?1",
                            -1, &q, NULL) != SQLITE_OK) {
         st = index_error(db, err);
@@ -634,6 +635,9 @@ store_status store_operation(store_t *s, const char *id, int api_version, const 
                 json_array_append_new(resources, json_string(href));
             }
             free(tags);
+            /* Nobody may be running it (the process that held reindex.lock is gone): whoever
+             * watches it takes it up. */
+            if (status < OP_SUCCEEDED) resume = true;
             json_t *j = json_pack("{s:s, s:s, s:s, s:s, s:s, s:i, s:o}", "operationId", norm, "type",
                                   (const char *)sqlite3_column_text(q, 0), "createdTime", created, "lastUpdatedTime",
                                   updated, "status", name, "percentComplete", percent, "resources", resources);
@@ -644,6 +648,7 @@ store_status store_operation(store_t *s, const char *id, int api_version, const 
     sqlite3_finalize(q);
     db_idle(db);
     db_put(s, db);
+    if (resume) xqt_resume(s);
     return st;
 }
 
