@@ -59,6 +59,7 @@ typedef enum {
     ST_DRESS_INSTANCE,
     ST_DRESS_MODALITIES,
     ST_SERIES_EXISTS,
+    ST_XQT_GEN,
     ST_COUNT
 } stmt_id;
 

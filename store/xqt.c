@@ -83,9 +83,19 @@ static store_status index_error(db_t *db, store_err *err)
 
 /* ---- The registry ------------------------------------------------------------------ */
 
+/* The registry's generation as DB sees it (a cached statement: this runs per commit
+ * group and per query). */
+static int64_t read_gen(db_t *db)
+{
+    sqlite3_stmt *st = db_stmt(db, ST_XQT_GEN);
+    int64_t gen = st && sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : -1;
+    if (st) sqlite3_reset(st);
+    return gen;
+}
+
 void xqt_refresh(store_t *s, db_t *db)
 {
-    int64_t gen = scalar(db, "SELECT CAST(value AS INTEGER) FROM meta WHERE key='xqt_gen'", NULL, 0);
+    int64_t gen = read_gen(db);
     pthread_mutex_lock(&s->xqt_lock);
     if (gen != s->xqt_gen) {
         sqlite3_stmt *st = NULL;
@@ -141,8 +151,7 @@ int64_t store_xqt_generation(store_t *s)
     store_err err = {0};
     db_t *db = db_get(s, &err);
     if (!db) return -1;
-    int64_t gen = scalar(db, "SELECT CAST(value AS INTEGER) FROM meta WHERE key='xqt_gen'", NULL, 0);
-    db_idle(db);
+    int64_t gen = read_gen(db);
     db_put(s, db);
     return gen;
 }
@@ -367,7 +376,7 @@ static store_status parse_entry(json_t *e, size_t i, new_tag *out, store_err *er
     const char *given = json_is_string(vr) ? json_string_value(vr) : "";
     char want[3] = "";
     for (int k = 0; k < 2 && given[k]; k++) want[k] = (char)toupper((unsigned char)given[k]);
-    if (strlen(given) > 2) want[0] = '?';
+    if (strlen(given) > 2) return store_seterr(err, STORE_EINVAL, "The vr '%s' of '%s' is not a VR.", given, p);
     if (private_tag) {
         if (!json_is_string(creator) || !*json_string_value(creator))
             return store_seterr(err, STORE_EINVAL, "The private tag '%s' needs a privateCreator.", p);
