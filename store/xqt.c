@@ -241,6 +241,16 @@ static store_status check_page(int64_t offset, int limit, store_err *err)
     return STORE_OK;
 }
 
+/* The end of a listing: the statement and connection given back, the array as text. */
+static store_status finish_list(store_t *s, db_t *db, sqlite3_stmt *q, store_status st, json_t *out, char **json)
+{
+    sqlite3_finalize(q);
+    db_put(s, db);
+    if (st == STORE_OK) *json = dump(out);
+    else json_decref(out);
+    return st;
+}
+
 store_status store_xqt_list(store_t *s, int64_t offset, int limit, const char *base, char **json, store_err *err)
 {
     store_status st = check_page(offset, limit, err);
@@ -257,11 +267,7 @@ store_status store_xqt_list(store_t *s, int64_t offset, int limit, const char *b
     } else {
         st = index_error(db, err);
     }
-    sqlite3_finalize(q);
-    db_put(s, db);
-    if (st == STORE_OK) *json = dump(out);
-    else json_decref(out);
-    return st;
+    return finish_list(s, db, q, st, out, json);
 }
 
 /* The tag's JSON from DB, or STORE_ENOTFOUND. */
@@ -325,11 +331,7 @@ store_status store_xqt_errors(store_t *s, const char *path, int64_t offset, int 
     } else {
         st = index_error(db, err);
     }
-    sqlite3_finalize(q);
-    db_put(s, db);
-    if (st == STORE_OK) *json = dump(out);
-    else json_decref(out);
-    return st;
+    return finish_list(s, db, q, st, out, json);
 }
 
 /* ---- Adding tags ------------------------------------------------------------------ */
