@@ -18,6 +18,8 @@ int cmd_serve(int argc, char **argv);
 int cmd_mount(int argc, char **argv);
 int cmd_tags(int argc, char **argv);
 int cmd_operations(int argc, char **argv);
+int cmd_token(int argc, char **argv);  /* cmd_token.c */
+int cmd_keygen(int argc, char **argv); /* cmd_token.c */
 
 /* Opens ARCHIVE or prints why not (prefixed with the command's name). */
 store_t *cli_open(const char *cmd, const char *archive, bool create);

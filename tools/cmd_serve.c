@@ -8,10 +8,11 @@
 
 #include "cli.h"
 #include "fs.h"
+#include "auth.h"
 #include "web.h"
 
 static const char usage_text[] =
-    "usage: dicomfs serve ARCHIVE [--http HOST:PORT] [--cors ORIGIN] [--strict]\n"
+    "usage: dicomfs serve ARCHIVE [--http HOST:PORT] [--cors ORIGIN] [--strict] [--auth FILE]\n"
     "                    [--mount DIR [--allow-delete] [--sync-close] [--inbox-keep S]]\n\n"
     "Serves ARCHIVE (created when missing or empty) over DICOMweb as the Azure DICOM service does:\n"
     "STOW-RS, QIDO-RS, WADO-RS and DELETE under /v1/ and /v2/, and /health/check.\n\n"
@@ -21,6 +22,10 @@ static const char usage_text[] =
     "                    DICOMweb and real clients (no Accept header, unquoted parameters,\n"
     "                    application/json, XML answers...; docs/CLI.md lists them).\n"
     "                    Also DICOMFS_STRICT=1 in the environment.\n"
+    "  --auth FILE       require bearer tokens (JWT) and roles, as the Azure service does: 401\n"
+    "                    without a valid token, 403 without the route's data action. FILE is\n"
+    "                    JSON (issuer, audiences, keys, jwks, hs256Secret, rolesClaim, roles,\n"
+    "                    clockSkewSeconds; docs/CLI.md). dicomfs keygen DIR makes one.\n"
     "  --mount DIR       also mount the archive at DIR (see dicomfs mount --help)\n"
     "  --allow-delete, --sync-close, --inbox-keep S   the mount's options (dicomfs mount --help)\n\n"
     "Prints 'dicomfs: serving ARCHIVE at http://HOST:PORT' once it listens; stops cleanly\n"
@@ -31,9 +36,10 @@ int cmd_serve(int argc, char **argv)
     static const struct option opts[] = {{"http", required_argument, NULL, 'H'}, {"cors", required_argument, NULL, 'c'},
                                          {"mount", required_argument, NULL, 'm'}, {"allow-delete", no_argument, NULL, 'd'},
                                          {"sync-close", no_argument, NULL, 's'}, {"inbox-keep", required_argument, NULL, 'k'},
-                                         {"strict", no_argument, NULL, 'S'}, {"help", no_argument, NULL, 'h'},
+                                         {"strict", no_argument, NULL, 'S'}, {"auth", required_argument, NULL, 'a'},
+                                         {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
-    const char *mountpoint = NULL;
+    const char *mountpoint = NULL, *auth_file = NULL;
     char host[64] = "127.0.0.1";
     long port = 8080;
     web_options wo = {0};
@@ -56,6 +62,7 @@ int cmd_serve(int argc, char **argv)
         }
         case 'c': wo.cors_origin = optarg; break;
         case 'S': wo.strict = true; break;
+        case 'a': auth_file = optarg; break;
         case 'm': mountpoint = optarg; break;
         case 'd': fo.allow_delete = true; break;
         case 's': fo.sync_close = true; break;
@@ -77,6 +84,15 @@ int cmd_serve(int argc, char **argv)
         fputs(usage_text, stderr);
         return 2;
     }
+    web_auth *auth = NULL;
+    if (auth_file) {
+        char why[512];
+        if (!(auth = web_auth_load(auth_file, why, sizeof why))) {
+            fprintf(stderr, "dicomfs serve: %s\n", why);
+            return 2;
+        }
+        wo.auth = auth;
+    }
     /* Block the stop signals in every thread; the main thread waits for them. */
     sigset_t stop;
     sigemptyset(&stop);
@@ -87,7 +103,10 @@ int cmd_serve(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
 
     store_t *s = cli_open("serve", argv[optind], true);
-    if (!s) return 2;
+    if (!s) {
+        web_auth_free(auth);
+        return 2;
+    }
     wo.host = host;
     wo.port = (uint16_t)port;
     store_err err = {0};
@@ -95,6 +114,7 @@ int cmd_serve(int argc, char **argv)
     if (!srv) {
         fprintf(stderr, "dicomfs serve: %s\n", err.msg);
         store_close(s);
+        web_auth_free(auth);
         return 2;
     }
     fs_mount *mnt = NULL;
@@ -102,7 +122,13 @@ int cmd_serve(int argc, char **argv)
         fprintf(stderr, "dicomfs serve: %s\n", err.msg);
         web_server_stop(srv);
         store_close(s);
+        web_auth_free(auth);
         return 2;
+    }
+    if (auth) {
+        char line[1024];
+        web_auth_describe(auth, line, sizeof line);
+        fprintf(stderr, "dicomfs serve: access control: bearer tokens of %s\n", line);
     }
     if (wo.strict) fprintf(stderr, "dicomfs serve: strict: refusing requests as the Azure DICOM service does\n");
     printf("dicomfs: serving %s at http://%s:%u%s%s\n", store_dir(s), host, web_server_port(srv),
@@ -114,5 +140,6 @@ int cmd_serve(int argc, char **argv)
     fs_mount_stop(mnt);
     web_server_stop(srv);
     store_close(s);
+    web_auth_free(auth);
     return 0;
 }

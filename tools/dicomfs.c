@@ -24,6 +24,8 @@ static const struct {
     {"fsck", cmd_fsck, "check (and repair) an archive"},
     {"serve", cmd_serve, "serve the archive over DICOMweb (HTTP)"},
     {"mount", cmd_mount, "mount the archive as a folder (FUSE)"},
+    {"keygen", cmd_keygen, "make a key pair and an auth file for serve --auth"},
+    {"token", cmd_token, "mint a bearer token for serve --auth"},
 };
 
 static void usage(FILE *out)

@@ -6,6 +6,7 @@ set -euo pipefail
 build=(build-essential cmake pkg-config
        libdcmtk-dev dcmtk libsqlite3-dev libfuse3-dev fuse3
        libcurl4-openssl-dev libjansson-dev libmicrohttpd-dev libjwt-dev
+       libgnutls28-dev
        python3-pydicom curl) # the README's first examples: pydicom's sample files, curl
 # orthanc, orthanc-dicomweb: tests/interop runs Orthanc's DICOMweb plugin as a client, from
 # its own configuration on a free port (the system service is neither needed nor touched).

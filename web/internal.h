@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "auth.h"
 #include "route.h"
 #include "store.h"
 #include "web.h"
@@ -19,6 +20,7 @@ struct web_server {
     uint64_t max_body;
     uint16_t port;
     bool strict;         /* the reference's refusals where it is stricter than the standard */
+    const web_auth *auth; /* NULL: no access control (the caller keeps it alive) */
 };
 
 typedef struct web_request {
@@ -32,6 +34,7 @@ typedef struct web_request {
     void *stow;          /* stow.c's state while a body streams in */
     char *body;          /* the JSON body of route_takes_json() routes (at most WEB_JSON_MAX) */
     size_t body_len;
+    web_principal who;   /* with auth: the token's subject and data actions */
 } web_request;
 
 #define WEB_JSON_MAX (1024 * 1024) /* JSON request bodies (extended query tags) are small */

@@ -29,7 +29,7 @@ enum MHD_Result web_send(web_request *rq, unsigned status, struct MHD_Response *
 {
     if (!resp) return MHD_NO;
     MHD_add_response_header(resp, "Access-Control-Allow-Origin", rq->srv->cors);
-    MHD_add_response_header(resp, "Access-Control-Expose-Headers", "ETag, Location, Warning, api-supported-versions, erroneous-dicom-attributes");
+    MHD_add_response_header(resp, "Access-Control-Expose-Headers", "ETag, Location, Warning, WWW-Authenticate, api-supported-versions, erroneous-dicom-attributes");
     MHD_add_response_header(resp, "api-supported-versions", "1.0-prerelease, 1, 2");
     enum MHD_Result r = MHD_queue_response(rq->conn, status, resp);
     MHD_destroy_response(resp);

@@ -1,7 +1,8 @@
 /* server.c — the libmicrohttpd daemon and the request life cycle:
  *
- *   first call   route the path; for STOW and the JSON-body routes check the headers
- *                (415/406/413 before any body)
+ *   first call   route the path; with access control, check the bearer token and the
+ *                route's data action (401/403, auth.c); for STOW and the JSON-body routes
+ *                check the headers (415/406/413 before any body)
  *   body calls   stream each chunk to the STOW parser, or keep it (a small JSON body, at
  *                most WEB_JSON_MAX), or drain it after an early error
  *   last call    run the route's handler, which queues the response
@@ -48,6 +49,12 @@ static enum MHD_Result preflight(web_request *rq)
 
 static enum MHD_Result answer_error(web_request *rq)
 {
+    if (rq->status == MHD_HTTP_UNAUTHORIZED) {
+        struct MHD_Response *resp = MHD_create_response_from_buffer(strlen(rq->msg), rq->msg, MHD_RESPMEM_MUST_COPY);
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/plain; charset=utf-8");
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, web_auth_challenge(rq->srv->auth));
+        return web_send(rq, (unsigned)rq->status, resp);
+    }
     if (rq->status == MHD_HTTP_METHOD_NOT_ALLOWED) {
         struct MHD_Response *resp = MHD_create_response_from_buffer(strlen(rq->msg), rq->msg, MHD_RESPMEM_MUST_COPY);
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/plain; charset=utf-8");
@@ -99,6 +106,32 @@ static void keep_json(web_request *rq, const char *data, size_t len)
     b[rq->body_len] = 0;
 }
 
+/* Access control, on the first call, before anything else is looked at: only a routed
+ * /health/check and CORS preflight are open; any other request (a path that did not route
+ * included: ROUTE_STATUS) needs a valid token (401), and a routed one the data action of
+ * its kind (403). Sets rq->status, so that the request is answered without its body
+ * being used. */
+static void authorize(web_request *rq, int route_status)
+{
+    unsigned need = auth_route_action(rq->route.kind);
+    if (!route_status && need == AUTH_OPEN) return;
+    char why[256];
+    if (!web_auth_check(rq->srv->auth, web_header(rq, MHD_HTTP_HEADER_AUTHORIZATION), &rq->who, why, sizeof why)) {
+        rq->status = MHD_HTTP_UNAUTHORIZED;
+        snprintf(rq->msg, sizeof rq->msg, "Unauthorized: %s.", why);
+        return;
+    }
+    if (route_status) return; /* a valid token: the route's own 400/404/405 */
+    if (need == AUTH_REFUSED) {
+        rq->status = MHD_HTTP_FORBIDDEN;
+        snprintf(rq->msg, sizeof rq->msg, "This request has no data action; it is refused.");
+    } else if (!(rq->who.actions & need)) {
+        rq->status = MHD_HTTP_FORBIDDEN;
+        snprintf(rq->msg, sizeof rq->msg, "Forbidden: the principal '%.100s' does not have the data action '%s' "
+                 "this request needs.", rq->who.sub, auth_action_name(need));
+    }
+}
+
 static bool expects_continue(web_request *rq)
 {
     const char *e = web_header(rq, MHD_HTTP_HEADER_EXPECT);
@@ -120,6 +153,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         *state = rq;
         int st = route_parse(method, url, &rq->route, rq->msg, sizeof rq->msg);
         if (st) rq->status = st;
+        if (srv->auth) authorize(rq, st);
         const char *cl = web_header(rq, MHD_HTTP_HEADER_CONTENT_LENGTH);
         if (!rq->status && cl && strtoull(cl, NULL, 10) > srv->max_body) {
             rq->status = MHD_HTTP_CONTENT_TOO_LARGE;
@@ -167,6 +201,7 @@ web_server *web_server_start(store_t *store, const web_options *o, store_err *er
     snprintf(srv->cors, sizeof srv->cors, "%s", o && o->cors_origin ? o->cors_origin : "*");
     srv->max_body = o && o->max_body ? o->max_body : DEFAULT_MAX_BODY;
     srv->strict = o && o->strict;
+    srv->auth = o ? o->auth : NULL;
     struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons(o ? o->port : 0)};
     const char *host = o && o->host ? o->host : "127.0.0.1";
     if (inet_pton(AF_INET, host, &addr.sin_addr) != 1) {

@@ -14,6 +14,7 @@
 #include "store.h"
 
 typedef struct web_server web_server;
+typedef struct web_auth web_auth; /* auth.h */
 
 typedef struct {
     const char *host;        /* numeric address to listen on, "127.0.0.1" by default */
@@ -22,6 +23,8 @@ typedef struct {
     uint64_t max_body;       /* STOW limit in bytes; 0: 2 GiB - 1, as the reference */
     bool strict;             /* refuse what the reference refuses even where the standard and
                                 real clients allow it (docs/CLI.md lists each difference) */
+    const web_auth *auth;    /* bearer tokens and roles (auth.h; it must outlive the server);
+                                NULL: every request is served, as without access control */
 } web_options;
 
 /* Starts serving STORE (which must outlive the server). NULL with ERR filled on failure
