@@ -10,7 +10,8 @@ build=(build-essential cmake pkg-config
        python3-pydicom curl) # the README's first examples: pydicom's sample files, curl
 # orthanc, orthanc-dicomweb: tests/interop runs Orthanc's DICOMweb plugin as a client, from
 # its own configuration on a free port (the system service is neither needed nor touched).
-test=(sqlite3 rsync file libglib2.0-bin orthanc orthanc-dicomweb)
+# chromium: tests/interop/ohif runs OHIF Viewer in it, headless, driven by playwright-core.
+test=(sqlite3 rsync file libglib2.0-bin orthanc orthanc-dicomweb chromium)
 
 want=("${build[@]}")
 if [ "${1:-}" = "--test" ]; then
