@@ -135,8 +135,9 @@ static void check_derived(db_t *db, const logger *l, store_fsck_report *r)
         "SELECT watermark FROM metadata m WHERE NOT EXISTS (SELECT 1 FROM instance i WHERE i.watermark=m.watermark)",
         "metadata without instance");
     r->bad_index += problems(db, l,
-        "SELECT i.uid FROM instance i WHERE NOT EXISTS (SELECT 1 FROM changefeed c WHERE c.watermark=i.watermark"
-        " AND c.action='create')",
+        /* NOT IN over one scan: changefeed has no index on watermark, and a correlated
+         * NOT EXISTS made this check quadratic (minutes at 100k instances). */
+        "SELECT uid FROM instance WHERE watermark NOT IN (SELECT watermark FROM changefeed WHERE action='create')",
         "instance without a change-feed entry");
     r->bad_index += problems(db, l,
         "SELECT printf('%08X', tag) FROM xqt WHERE status=0 AND NOT EXISTS"

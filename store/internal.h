@@ -125,6 +125,7 @@ struct store {
     pthread_mutex_t reindex_lock;
     pthread_cond_t reindex_cond;
     bool reindex_running, reindex_stop, reindex_thread_started;
+    bool reindex_kick;      /* an operation was added while the thread was running */
     pthread_t reindex_thread;
     int reindex_fd;         /* flock of ARCHIVE/reindex.lock: one process reindexes */
 

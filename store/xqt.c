@@ -8,8 +8,9 @@
  * (xqt_index_item, inside the group's transaction), older ones from the reindex, which
  * walks watermarks up to the last one stored when the tags were added, BATCH instances
  * per transaction, keeping its cursor in the same transaction. A crash loses at most the
- * batch in progress; whichever process next opens the archive for long (serve, mount) or
- * waits for the operation resumes it. One process reindexes at a time (reindex.lock). */
+ * batch in progress; whichever process next opens the archive (any command: a short one
+ * does a batch or two before it exits, between batches) or asks for the operation
+ * resumes it. One process reindexes at a time (reindex.lock). */
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -711,6 +712,12 @@ static int reindex_row(db_t *db, sqlite3_stmt *row, const xqt_entry *tags, size_
             int64_t key = tags[i].t.level == STORE_LEVEL_SERIES ? series : study;
             rc = index_clear_tag(db, key, tags[i].t.tag);
             if (rc == SQLITE_OK) rc = index_write_level(db, key, &l);
+            /* The level's summary no longer lists all its values: make the next newer
+             * instance rewrite them, even when its values equal the old summary ('*' is
+             * never a summary: those lines start with 8 hex digits). */
+            if (rc == SQLITE_OK)
+                rc = exec1(db, tags[i].t.level == STORE_LEVEL_SERIES ? "UPDATE series SET ix='*' WHERE key=?1"
+                                                                     : "UPDATE study SET ix='*' WHERE key=?1", key, NULL);
         }
         ix_list_free(&l);
         free(text);
@@ -811,23 +818,30 @@ static void *reindex_main(void *arg)
         pthread_mutex_lock(&s->reindex_lock);
         bool stop = s->reindex_stop;
         pthread_mutex_unlock(&s->reindex_lock);
-        if (stop) break;
-        int r = reindex_batch(s);
-        if (r == 0) break;
-        if (r < 0) { /* the index was busy or failed: try again a little later, then give up */
-            if (++failures > 50) break;
+        int r = stop ? 0 : reindex_batch(s);
+        if (r < 0 && ++failures <= 50) { /* the index was busy or failed: again a little later */
             struct timespec ts = {0, 100 * 1000 * 1000};
             nanosleep(&ts, NULL);
-        } else {
-            failures = 0;
+            continue;
         }
+        if (r > 0) {
+            failures = 0;
+            continue;
+        }
+        /* Done (or stopped, or given up). An operation added since the last batch looked
+         * left a kick (its xqt_resume saw this thread running): then go on. Deciding and
+         * clearing reindex_running under one lock loses no kick. */
+        pthread_mutex_lock(&s->reindex_lock);
+        bool again = r == 0 && s->reindex_kick && !s->reindex_stop;
+        s->reindex_kick = false;
+        if (!again) {
+            s->reindex_running = false;
+            flock(s->reindex_fd, LOCK_UN);
+            pthread_cond_broadcast(&s->reindex_cond);
+        }
+        pthread_mutex_unlock(&s->reindex_lock);
+        if (!again) return NULL;
     }
-    pthread_mutex_lock(&s->reindex_lock);
-    s->reindex_running = false;
-    flock(s->reindex_fd, LOCK_UN);
-    pthread_cond_broadcast(&s->reindex_cond);
-    pthread_mutex_unlock(&s->reindex_lock);
-    return NULL;
 }
 
 /* Whether an operation is unfinished (so that opening an archive starts no thread for
@@ -846,6 +860,7 @@ void xqt_resume(store_t *s)
 {
     if (!pending(s)) return;
     pthread_mutex_lock(&s->reindex_lock);
+    if (s->reindex_running) s->reindex_kick = true;
     if (!s->reindex_running && !s->reindex_stop) {
         if (s->reindex_thread_started) {
             pthread_join(s->reindex_thread, NULL);
