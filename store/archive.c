@@ -146,7 +146,7 @@ static int make_layout(const char *dir, bool create, store_err *err)
     if (stat(dir, &st) != 0) {
         if (!create || errno != ENOENT)
             return store_seterr(err, STORE_ENOTFOUND, "%s: %s", dir, strerror(errno));
-        if (mkdir(dir, 0755) != 0 && errno != EEXIST)
+        if (mkdir(dir, 0700) != 0 && errno != EEXIST)
             return store_seterr(err, STORE_EIO, "cannot create %s: %s", dir, strerror(errno));
     } else if (!S_ISDIR(st.st_mode)) {
         return store_seterr(err, STORE_EINVAL, "%s is not a directory", dir);
@@ -165,12 +165,12 @@ static int make_layout(const char *dir, bool create, store_err *err)
     const char *subdirs[] = {"objects", "tmp"};
     for (int i = 0; i < 2; i++) {
         snprintf(path, sizeof path, "%s/%s", dir, subdirs[i]);
-        if (mkdir(path, 0755) != 0 && errno != EEXIST)
+        if (mkdir(path, 0700) != 0 && errno != EEXIST)
             return store_seterr(err, STORE_EIO, "cannot create %s: %s", path, strerror(errno));
     }
     for (int i = 0; i < 256; i++) {
         snprintf(path, sizeof path, "%s/objects/%02x", dir, i);
-        if (mkdir(path, 0755) != 0 && errno != EEXIST)
+        if (mkdir(path, 0700) != 0 && errno != EEXIST)
             return store_seterr(err, STORE_EIO, "cannot create %s: %s", path, strerror(errno));
     }
     return STORE_OK;
@@ -274,7 +274,7 @@ store_t *store_open(const char *dir, int flags, store_err *err)
     s->dirfd = open(s->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     char path[PATH_MAX];
     store_path(s, "lock", path);
-    s->lockfd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    s->lockfd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
     if (s->dirfd < 0 || s->lockfd < 0) {
         store_seterr(err, STORE_EIO, "cannot open %s: %s", path, strerror(errno));
         goto fail;
@@ -285,6 +285,10 @@ store_t *store_open(const char *dir, int flags, store_err *err)
         goto fail;
     }
     store_path(s, "index.db", path);
+    if (create) { /* private from the start: SQLite's default is 0644 (its -wal and -shm take this mode) */
+        int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        if (fd >= 0) close(fd);
+    }
     s->writer = db_open(path, create, err);
     if (!s->writer || schema_create(s->writer, err) != SQLITE_OK) goto fail;
     load_index_tags(s);
@@ -342,7 +346,7 @@ int pending_mark(store_t *s, const char *const *objects, size_t n)
     for (size_t i = 0; i < n; i++) {
         char marker[64];
         marker_of(objects[i], marker);
-        int fd = openat(s->dirfd, marker, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+        int fd = openat(s->dirfd, marker, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
         if (fd < 0) {
             pending_clear(s, objects, i);
             return -1;

@@ -27,7 +27,7 @@ store_upload *store_upload_begin(store_t *s, store_err *err)
     char id[33];
     store_random_hex(id, 16);
     snprintf(up->path, sizeof up->path, "%s/tmp/%s.part", s->dir, id);
-    up->fd = open(up->path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    up->fd = open(up->path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (up->fd < 0) {
         store_seterr(err, STORE_EIO, "cannot create a temp file in %s/tmp: %s", s->dir, strerror(errno));
         free(up);

@@ -869,7 +869,7 @@ void xqt_resume(store_t *s)
         if (s->reindex_fd < 0) {
             char path[PATH_MAX];
             store_path(s, "reindex.lock", path);
-            s->reindex_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+            s->reindex_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
         }
         if (s->reindex_fd >= 0 && flock(s->reindex_fd, LOCK_EX | LOCK_NB) == 0) {
             s->reindex_running = true;

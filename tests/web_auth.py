@@ -18,6 +18,11 @@ actions), and `dicomfs keygen` / `dicomfs token`.
   - /health/check and CORS preflight need no token; a path that does not route needs one;
   - a JWKS file (RS256 and ES256 keys) instead of PEM keys; auth file errors stop serve;
   - without --auth, Authorization headers (empty bearer included) are ignored.
+  - safe defaults: without --auth serve says it listens on loopback only, and refuses a
+    non-loopback address (exit 2, archive not created) unless --insecure-no-auth (checked
+    with an address of no interface here, so that nothing listens beyond loopback); a new
+    archive's folders are 0700 and its files (index, lock, stored objects) 0600; an
+    existing archive's modes are left as they are.
 
 Tokens are minted with `dicomfs token`; the bad ones are crafted here (base64url + json,
 hmac for HS256). Only 127.0.0.1 is contacted.
@@ -82,13 +87,15 @@ def main():
     scratch = tu.scratch("web_auth")
     keys = make_keys(c, scratch)
     principals = make_principals(keys)
-    with wu.Server(scratch, "main", args=["--auth", keys["auth_file"]]) as srv:
+    # the matrix sends hundreds of bad tokens from one address: no 429s (web_audit tests them)
+    with wu.Server(scratch, "main", args=["--auth", keys["auth_file"], "--auth-failures", "0"]) as srv:
         c.ok("access control" in srv.stderr(), "serve says at start that access control is on", srv.stderr()[-300:])
         matrix(c, srv, principals, keys)
         srv.finish_check(c)
     jwks(c, scratch, keys)
     config_errors(c, scratch, keys)
     without_auth(c, scratch, principals)
+    safe_defaults(c, scratch)
     postman(c, scratch, keys)
     c.finish()
 
@@ -510,6 +517,48 @@ def without_auth(c, scratch, principals):
             r = srv.get("/v2/studies", headers=hh)
             c.ok(r.status in (200, 204), f"without --auth: {label} is ignored", wu.describe(r))
         srv.finish_check(c)
+
+
+def stow_one(srv, data, headers=None):
+    body = wu.multipart([("application/dicom", data)], "AUTHBOUNDARY")
+    return srv.stow("/v2/studies", body, 'multipart/related; type="application/dicom"; boundary=AUTHBOUNDARY',
+                    headers=headers)
+
+
+def safe_defaults(c, scratch):
+    mode = lambda p: stat.S_IMODE(os.stat(p).st_mode)  # noqa: E731
+    with wu.Server(scratch, "private-archive") as srv:
+        c.ok("no access control (no --auth): listening on loopback 127.0.0.1 only" in srv.stderr(),
+             "without --auth serve says at start that it listens on loopback only", srv.stderr()[-300:])
+        r = stow_one(srv, instance(ROOT + ".70", ROOT + ".70.1", ROOT + ".70.1.1"))
+        c.ok(r.status == 200, "a STOW to the new archive is stored", wu.describe(r))
+        a = srv.archive
+        for d in ("", "objects", "objects/00", "objects/ff", "tmp"):
+            c.eq(oct(mode(os.path.join(a, d))), oct(0o700), f"a new archive's folder '{d or '.'}' is 0700")
+        files = [os.path.join(a, n) for n in ("index.db", "lock")]
+        files += [os.path.join(a, n) for n in ("index.db-wal", "index.db-shm") if os.path.exists(os.path.join(a, n))]
+        for root, _, names in os.walk(os.path.join(a, "objects")):
+            files += [os.path.join(root, n) for n in names]
+        c.ok(any(f.endswith(".dcm") for f in files), "the stored object is in objects/", str(files))
+        bad = [(os.path.relpath(f, a), oct(mode(f))) for f in files if mode(f) != 0o600]
+        c.eq(bad, [], "a new archive's files (index, its WAL, lock, stored objects) are 0600")
+        srv.finish_check(c)
+    os.chmod(os.path.join(scratch, "private-archive"), 0o750)
+    with wu.Server(scratch, "private-archive") as srv:
+        c.eq(oct(mode(srv.archive)), oct(0o750), "an existing archive's modes are left as they are")
+        srv.finish_check(c)
+    for host in ("0.0.0.0", "192.0.2.1"):
+        archive = os.path.join(scratch, f"exposed-{host}")
+        p = tu.run(["serve", archive, "--http", f"{host}:0"])
+        c.ok(p.returncode == 2 and "--insecure-no-auth" in p.stderr and "--auth" in p.stderr,
+             f"serve --http {host}:0 without --auth exits 2 naming --auth and --insecure-no-auth",
+             f"exit {p.returncode}: {p.stderr[-300:]}")
+        c.ok(not os.path.exists(archive), f"... and does not create the archive ({host})")
+    # 192.0.2.1 (TEST-NET-1) is no interface's address: past the check, listening fails
+    p = tu.run(["serve", os.path.join(scratch, "exposed-insecure"), "--http", "192.0.2.1:0", "--insecure-no-auth"])
+    c.ok(p.returncode == 2 and "cannot listen" in p.stderr and "insecure" not in p.stderr,
+         "with --insecure-no-auth a non-loopback address passes the check (and here fails to listen)",
+         f"exit {p.returncode}: {p.stderr[-300:]}")
 
 
 def postman(c, scratch, keys):

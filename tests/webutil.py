@@ -1,7 +1,7 @@
 """Helpers shared by the HTTP tests of `dicomfs serve` (tests/web_*.py).
 
   Server        starts `$DICOMFS serve ARCHIVE --http 127.0.0.1:0` (a fresh archive under
-                SCRATCH), waits for its "dicomfs: serving DIR at http://127.0.0.1:PORT" line,
+                SCRATCH), waits for its "dicomfs: serving DIR at http(s)://127.0.0.1:PORT" line,
                 and always stops it again (SIGTERM; use it as a context manager).
   request()     one HTTP request with http.client (Content-Length or chunked bodies).
   expect_continue()  a request that sends "Expect: 100-continue" and waits for the interim
@@ -93,12 +93,12 @@ class Server:
             if not b:
                 break
             line += b
-        m = re.fullmatch(r"dicomfs: serving (.+) at http://127\.0\.0\.1:(\d+)\n", line.decode("utf-8", "replace"))
+        m = re.fullmatch(r"dicomfs: serving (.+) at (https?)://127\.0\.0\.1:(\d+)\n", line.decode("utf-8", "replace"))
         if not m:
             self.stop()
             raise RuntimeError(f"dicomfs serve did not start: stdout {line!r}, stderr {self.stderr()[-500:]!r}")
-        self.port = int(m.group(2))
-        self.url = f"http://{HOST}:{self.port}"
+        self.port = int(m.group(3))
+        self.url = f"{m.group(2)}://{HOST}:{self.port}"
         return self
 
     @property

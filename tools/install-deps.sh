@@ -11,7 +11,8 @@ build=(build-essential cmake pkg-config
 # orthanc, orthanc-dicomweb: tests/interop runs Orthanc's DICOMweb plugin as a client, from
 # its own configuration on a free port (the system service is neither needed nor touched).
 # chromium: tests/interop/ohif runs OHIF Viewer in it, headless, driven by playwright-core.
-test=(sqlite3 rsync file libglib2.0-bin orthanc orthanc-dicomweb chromium)
+# openssl: tests/web_tls.py makes its certificates with it.
+test=(sqlite3 rsync file libglib2.0-bin orthanc orthanc-dicomweb chromium openssl)
 
 want=("${build[@]}")
 if [ "${1:-}" = "--test" ]; then

@@ -5,13 +5,17 @@
 #define DICOMFS_WEB_INTERNAL_H
 
 #include <microhttpd.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <time.h>
 
 #include "auth.h"
 #include "route.h"
 #include "store.h"
 #include "web.h"
+
+typedef struct web_limiter web_limiter; /* audit.c */
 
 struct web_server {
     struct MHD_Daemon *mhd;
@@ -21,6 +25,9 @@ struct web_server {
     uint16_t port;
     bool strict;         /* the reference's refusals where it is stricter than the standard */
     const web_auth *auth; /* NULL: no access control (the caller keeps it alive) */
+    char *tls_cert, *tls_key; /* HTTPS (copies of the PEM text); NULL: plain HTTP */
+    web_audit *audit;    /* NULL: no audit log (the caller keeps it alive) */
+    web_limiter *limiter; /* failed authentications per client address (with auth) */
 };
 
 typedef struct web_request {
@@ -35,9 +42,36 @@ typedef struct web_request {
     char *body;          /* the JSON body of route_takes_json() routes (at most WEB_JSON_MAX) */
     size_t body_len;
     web_principal who;   /* with auth: the token's subject and data actions */
+    bool routed;         /* route is a matched route (its template goes to the audit log) */
+    bool authed;         /* who is a checked token's */
+    unsigned retry_after; /* a 429: seconds until the client address may try again */
+    bool auth_failed;    /* a 401 for a token (or none) where one is needed */
+    unsigned resp_status; /* what web_send queued (0: nothing) */
+    uint64_t resp_bytes; /* the body size of what was queued */
+    struct timespec t_wall, t_start; /* when the request arrived (realtime, monotonic) */
 } web_request;
 
 #define WEB_JSON_MAX (1024 * 1024) /* JSON request bodies (extended query tags) are small */
+
+/* ---- audit.c: the audit log and the failed-authentication limiter ---------------------- */
+
+/* One JSON line for a finished request (time, sub, client, method, route template,
+ * status, bytes, ms): never the path's UIDs, the query string, a header or a body. */
+void web_audit_request(web_audit *a, web_request *rq, struct MHD_Connection *conn, bool completed);
+/* The route template of R ("/v2/studies/{study}/series/{series}"), NULL when the path did
+ * not route. */
+const char *web_route_template(const route *r, char *out, size_t len);
+
+web_limiter *web_limiter_new(unsigned failures); /* failures per window before a block */
+void web_limiter_free(web_limiter *l);
+/* Seconds the address of CONN must still wait (0: not limited). */
+unsigned web_limiter_blocked(web_limiter *l, struct MHD_Connection *conn);
+/* Counts a failed authentication; true when it starts a block (to be logged once). */
+bool web_limiter_fail(web_limiter *l, struct MHD_Connection *conn, unsigned *block_seconds);
+/* The client address of CONN as text ("?" when unknown). */
+void web_client_address(struct MHD_Connection *conn, char *out, size_t len);
+void web_audit_event(web_audit *a, const char *event, const char *client, unsigned failures, unsigned seconds);
+unsigned web_limiter_failures(const web_limiter *l);
 
 /* Queues RESP (consumed) with STATUS and the common headers. */
 enum MHD_Result web_send(web_request *rq, unsigned status, struct MHD_Response *resp);
@@ -51,7 +85,7 @@ enum MHD_Result web_send_empty(web_request *rq, unsigned status);
 unsigned web_http_status(store_status st);
 /* A header of the request, or NULL. */
 const char *web_header(web_request *rq, const char *name);
-/* "http://host:port" as the client addressed us (Host header), for absolute URLs. */
+/* "http(s)://host:port" as the client addressed us (Host header), for absolute URLs. */
 void web_base_url(web_request *rq, char *out, size_t len);
 /* Which of MEDIA (in our order of preference) the Accept header prefers: the index,
  * or -1 when none is acceptable. No Accept header takes the first, unless strict. */

@@ -60,6 +60,7 @@ enum MHD_Result qido_handle(web_request *rq)
         status = MHD_HTTP_NO_CONTENT;
         resp = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
     } else {
+        rq->resp_bytes = strlen(res.json);
         resp = MHD_create_response_from_buffer(strlen(res.json), res.json, MHD_RESPMEM_MUST_FREE);
         if (resp) {
             res.json = NULL; /* the response owns it now */

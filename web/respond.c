@@ -32,12 +32,14 @@ enum MHD_Result web_send(web_request *rq, unsigned status, struct MHD_Response *
     MHD_add_response_header(resp, "Access-Control-Expose-Headers", "ETag, Location, Warning, WWW-Authenticate, api-supported-versions, erroneous-dicom-attributes");
     MHD_add_response_header(resp, "api-supported-versions", "1.0-prerelease, 1, 2");
     enum MHD_Result r = MHD_queue_response(rq->conn, status, resp);
+    if (r == MHD_YES) rq->resp_status = status; /* for the audit log */
     MHD_destroy_response(resp);
     return r;
 }
 
 enum MHD_Result web_send_body(web_request *rq, unsigned status, char *body, size_t len, const char *content_type)
 {
+    rq->resp_bytes = len;
     struct MHD_Response *resp = MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
     if (!resp) {
         free(body);
@@ -60,6 +62,7 @@ enum MHD_Result web_send_text(web_request *rq, unsigned status, const char *fmt,
 
 enum MHD_Result web_send_empty(web_request *rq, unsigned status)
 {
+    rq->resp_bytes = 0;
     return web_send(rq, status, MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT));
 }
 
@@ -78,7 +81,7 @@ void web_base_url(web_request *rq, char *out, size_t len)
         if (strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-:[]_", *p)) safe[n++] = *p;
     safe[n] = 0;
     if (!n) snprintf(safe, sizeof safe, "127.0.0.1:%u", rq->srv->port);
-    snprintf(out, len, "http://%s", safe);
+    snprintf(out, len, "%s://%s", rq->srv->tls_cert ? "https" : "http", safe);
 }
 
 /* How specifically RANGE (an Accept entry) matches MEDIA: 3 exactly, 2 by a subtype

@@ -11,6 +11,8 @@
  * "100 Continue" (it then sends no body); otherwise the body is read and discarded
  * first, so the client sees the status rather than a reset connection. */
 #include <arpa/inet.h>
+#include <gnutls/gnutls.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,12 +53,23 @@ static enum MHD_Result answer_error(web_request *rq)
 {
     if (rq->status == MHD_HTTP_UNAUTHORIZED) {
         struct MHD_Response *resp = MHD_create_response_from_buffer(strlen(rq->msg), rq->msg, MHD_RESPMEM_MUST_COPY);
+        rq->resp_bytes = strlen(rq->msg);
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/plain; charset=utf-8");
         MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, web_auth_challenge(rq->srv->auth));
         return web_send(rq, (unsigned)rq->status, resp);
     }
+    if (rq->status == MHD_HTTP_TOO_MANY_REQUESTS) {
+        struct MHD_Response *resp = MHD_create_response_from_buffer(strlen(rq->msg), rq->msg, MHD_RESPMEM_MUST_COPY);
+        char secs[16];
+        snprintf(secs, sizeof secs, "%u", rq->retry_after);
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/plain; charset=utf-8");
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, secs);
+        rq->resp_bytes = strlen(rq->msg);
+        return web_send(rq, (unsigned)rq->status, resp);
+    }
     if (rq->status == MHD_HTTP_METHOD_NOT_ALLOWED) {
         struct MHD_Response *resp = MHD_create_response_from_buffer(strlen(rq->msg), rq->msg, MHD_RESPMEM_MUST_COPY);
+        rq->resp_bytes = strlen(rq->msg);
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/plain; charset=utf-8");
         MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, rq->route.allow);
         return web_send(rq, (unsigned)rq->status, resp);
@@ -115,12 +128,37 @@ static void authorize(web_request *rq, int route_status)
 {
     unsigned need = auth_route_action(rq->route.kind);
     if (!route_status && need == AUTH_OPEN) return;
-    char why[256];
-    if (!web_auth_check(rq->srv->auth, web_header(rq, MHD_HTTP_HEADER_AUTHORIZATION), &rq->who, why, sizeof why)) {
-        rq->status = MHD_HTTP_UNAUTHORIZED;
-        snprintf(rq->msg, sizeof rq->msg, "Unauthorized: %s.", why);
+    /* an address with too many failed authentications waits, its tokens unread */
+    unsigned wait = web_limiter_blocked(rq->srv->limiter, rq->conn);
+    if (wait) {
+        rq->status = MHD_HTTP_TOO_MANY_REQUESTS;
+        rq->retry_after = wait;
+        snprintf(rq->msg, sizeof rq->msg, "Too many failed authentications from this address: try again in %u s.",
+                 wait);
         return;
     }
+    char why[256];
+    const char *authorization = web_header(rq, MHD_HTTP_HEADER_AUTHORIZATION);
+    if (!web_auth_check(rq->srv->auth, authorization, &rq->who, why, sizeof why)) {
+        rq->status = MHD_HTTP_UNAUTHORIZED;
+        rq->auth_failed = true;
+        snprintf(rq->msg, sizeof rq->msg, "Unauthorized: %s.", why);
+        unsigned block = 0;
+        /* a guess presents credentials: a request without any (a browser before its login)
+         * is no failed authentication */
+        if (authorization && web_limiter_fail(rq->srv->limiter, rq->conn, &block)) {
+            char client[64];
+            web_client_address(rq->conn, client, sizeof client);
+            if (rq->srv->audit)
+                web_audit_event(rq->srv->audit, "authRateLimited", client, web_limiter_failures(rq->srv->limiter),
+                                block);
+            else
+                fprintf(stderr, "dicomfs serve: %s: too many failed authentications; answering 429 for %u s\n", client,
+                        block);
+        }
+        return;
+    }
+    rq->authed = true;
     if (route_status) return; /* a valid token: the route's own 400/404/405 */
     if (need == AUTH_REFUSED) {
         rq->status = MHD_HTTP_FORBIDDEN;
@@ -150,9 +188,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         rq->srv = srv;
         rq->conn = conn;
         rq->method = method;
+        clock_gettime(CLOCK_REALTIME, &rq->t_wall);
+        clock_gettime(CLOCK_MONOTONIC, &rq->t_start);
         *state = rq;
         int st = route_parse(method, url, &rq->route, rq->msg, sizeof rq->msg);
         if (st) rq->status = st;
+        rq->routed = !st;
         if (srv->auth) authorize(rq, st);
         const char *cl = web_header(rq, MHD_HTTP_HEADER_CONTENT_LENGTH);
         if (!rq->status && cl && strtoull(cl, NULL, 10) > srv->max_body) {
@@ -182,15 +223,44 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **state, enum MHD_RequestTerminationCode code)
 {
-    (void)cls;
-    (void)conn;
-    (void)code;
+    web_server *srv = cls;
     web_request *rq = *state;
     if (!rq) return;
+    web_audit_request(srv->audit, rq, conn, code == MHD_REQUEST_TERMINATED_COMPLETED_OK);
     stow_free(rq); /* an upload cut short is aborted here: nothing of it is stored */
     free(rq->body);
     free(rq);
     *state = NULL;
+}
+
+/* Does GnuTLS take CERT and KEY as a pair? (MHD would only fail to start, saying nothing.) */
+bool web_tls_check(const char *cert, const char *key, store_err *err)
+{
+    if (!MHD_is_feature_supported(MHD_FEATURE_TLS)) {
+        store_seterr(err, STORE_EINVAL, "this libmicrohttpd is built without TLS");
+        return false;
+    }
+    gnutls_certificate_credentials_t cred;
+    if (gnutls_certificate_allocate_credentials(&cred) < 0) abort();
+    gnutls_datum_t c = {(unsigned char *)cert, (unsigned)strlen(cert)}, k = {(unsigned char *)key, (unsigned)strlen(key)};
+    int r = gnutls_certificate_set_x509_key_mem2(cred, &c, &k, GNUTLS_X509_FMT_PEM, NULL, 0);
+    gnutls_certificate_free_credentials(cred);
+    if (r < 0) {
+        store_seterr(err, STORE_EINVAL, "the TLS certificate and key cannot be used: %s", gnutls_strerror(r));
+        return false;
+    }
+    return true;
+}
+
+static void server_free(web_server *srv)
+{
+    if (srv->tls_key) {
+        gnutls_memset(srv->tls_key, 0, strlen(srv->tls_key));
+        free(srv->tls_key);
+    }
+    free(srv->tls_cert);
+    web_limiter_free(srv->limiter);
+    free(srv);
 }
 
 web_server *web_server_start(store_t *store, const web_options *o, store_err *err)
@@ -202,24 +272,45 @@ web_server *web_server_start(store_t *store, const web_options *o, store_err *er
     srv->max_body = o && o->max_body ? o->max_body : DEFAULT_MAX_BODY;
     srv->strict = o && o->strict;
     srv->auth = o ? o->auth : NULL;
+    srv->audit = o ? o->audit : NULL;
+    unsigned limit = o && o->auth_failures ? o->auth_failures : 20;
+    if (srv->auth && limit != UINT_MAX) srv->limiter = web_limiter_new(limit);
     struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons(o ? o->port : 0)};
     const char *host = o && o->host ? o->host : "127.0.0.1";
     if (inet_pton(AF_INET, host, &addr.sin_addr) != 1) {
         store_seterr(err, STORE_EINVAL, "'%s' is not a numeric IPv4 address", host);
-        free(srv);
+        server_free(srv);
         return NULL;
     }
-    srv->mhd = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD, 0, NULL, NULL,
-                                on_request, srv, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
+    unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD;
+    if (o && (o->tls_cert || o->tls_key)) {
+        if (!o->tls_cert || !o->tls_key) {
+            store_seterr(err, STORE_EINVAL, "HTTPS needs both a certificate and its key");
+            server_free(srv);
+            return NULL;
+        }
+        if (!web_tls_check(o->tls_cert, o->tls_key, err)) {
+            server_free(srv);
+            return NULL;
+        }
+        srv->tls_cert = strdup(o->tls_cert);
+        srv->tls_key = strdup(o->tls_key);
+        if (!srv->tls_cert || !srv->tls_key) abort();
+        flags |= MHD_USE_TLS;
+    }
+    /* Without TLS the certificate options are not given at all (MHD refuses them then). */
+    srv->mhd = MHD_start_daemon(flags, 0, NULL, NULL, on_request, srv, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
                                 MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
                                 /* 256 KiB per connection: uploads arrive in 128 KiB chunks (3x faster than
                                  * the 32 KiB default) */
                                 MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)256 * 1024,
-                                MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)300, MHD_OPTION_END);
+                                MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)300,
+                                srv->tls_cert ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, srv->tls_cert,
+                                MHD_OPTION_HTTPS_MEM_KEY, srv->tls_key, MHD_OPTION_END);
     if (!srv->mhd) {
         store_seterr(err, STORE_EIO, "cannot listen on %s:%u (in use, or not an address of this machine)", host,
                      o ? o->port : 0);
-        free(srv);
+        server_free(srv);
         return NULL;
     }
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(srv->mhd, MHD_DAEMON_INFO_BIND_PORT);
@@ -233,5 +324,5 @@ void web_server_stop(web_server *srv)
 {
     if (!srv) return;
     MHD_stop_daemon(srv->mhd);
-    free(srv);
+    server_free(srv);
 }

@@ -244,6 +244,7 @@ static enum MHD_Result respond(stow_state *s)
     unsigned status = n_ok == 0 ? MHD_HTTP_CONFLICT
                       : n_failed || (warnings && rq->route.version >= 2) ? MHD_HTTP_ACCEPTED
                                                                          : MHD_HTTP_OK;
+    rq->resp_bytes = strlen(text);
     struct MHD_Response *resp = MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, s->xml ? "application/dicom+xml" : "application/dicom+json");
     if (multiple) {

@@ -171,6 +171,7 @@ static enum MHD_Result retrieve(web_request *rq)
         /* One stored file as it is: let the kernel send it (sendfile). */
         int fd = store_open_object(rq->srv->store, &in[0]);
         struct MHD_Response *resp = fd < 0 ? NULL : MHD_create_response_from_fd64(in[0].size, fd);
+        rq->resp_bytes = in[0].size;
         if (!resp) {
             if (fd >= 0) close(fd);
             free(in);
@@ -222,6 +223,7 @@ static enum MHD_Result retrieve(web_request *rq)
     else
         snprintf(ctype, sizeof ctype, "application/dicom; transfer-syntax=%s", as_stored ? in[0].transfer_syntax : c.ts);
     free(in);
+    rq->resp_bytes = web_body_size(body);
     struct MHD_Response *resp = web_body_response(body);
     if (!resp) return MHD_NO;
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
@@ -281,9 +283,11 @@ static enum MHD_Result metadata(web_request *rq)
     if (z) {
         free(json);
         resp = MHD_create_response_from_buffer(zlen, z, MHD_RESPMEM_MUST_FREE);
+        rq->resp_bytes = zlen;
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_ENCODING, "gzip");
     } else {
         resp = MHD_create_response_from_buffer(len, json, MHD_RESPMEM_MUST_FREE);
+        rq->resp_bytes = len;
     }
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/dicom+json");
     MHD_add_response_header(resp, MHD_HTTP_HEADER_ETAG, etag);
@@ -415,6 +419,7 @@ static enum MHD_Result frames(web_request *rq)
     } else {
         snprintf(ctype, sizeof ctype, "application/octet-stream; transfer-syntax=%s", ts);
     }
+    rq->resp_bytes = web_body_size(body);
     struct MHD_Response *resp = web_body_response(body);
     if (!resp) return MHD_NO;
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);

@@ -15,6 +15,7 @@
 
 typedef struct web_server web_server;
 typedef struct web_auth web_auth; /* auth.h */
+typedef struct web_audit web_audit;
 
 typedef struct {
     const char *host;        /* numeric address to listen on, "127.0.0.1" by default */
@@ -25,13 +26,26 @@ typedef struct {
                                 real clients allow it (docs/CLI.md lists each difference) */
     const web_auth *auth;    /* bearer tokens and roles (auth.h; it must outlive the server);
                                 NULL: every request is served, as without access control */
+    unsigned auth_failures;  /* with auth: failed authentications per client address and minute
+                                before 429 (0: the default, 20; UINT_MAX: no limit) */
+    web_audit *audit;        /* the audit log (web_audit_open; it must outlive the server), or NULL */
+    const char *tls_cert;    /* HTTPS: the certificate (chain) and its private key, PEM text */
+    const char *tls_key;     /* (NUL-terminated; copied); both NULL: plain HTTP */
 } web_options;
 
 /* Starts serving STORE (which must outlive the server). NULL with ERR filled on failure
- * (address in use, bad address). */
+ * (address in use, bad address, a certificate or key GnuTLS cannot use, or a key that is
+ * not the certificate's). */
 web_server *web_server_start(store_t *store, const web_options *opts, store_err *err);
 uint16_t web_server_port(const web_server *srv);
+/* Can HTTPS serve with CERT and KEY (PEM text)? false with the reason in ERR. */
+bool web_tls_check(const char *cert, const char *key, store_err *err);
 /* Stops accepting, finishes the requests in progress, frees. NULL is a no-op. */
 void web_server_stop(web_server *srv);
+
+/* The audit log: PATH appended to (created 0600), or "-" for stderr. NULL with a reason
+ * in ERR. Lines are written whole, one per request, from any thread. */
+web_audit *web_audit_open(const char *path, char *err, size_t len);
+void web_audit_close(web_audit *a);
 
 #endif

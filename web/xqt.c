@@ -53,6 +53,7 @@ void xqt_begin(web_request *rq)
 static enum MHD_Result send_located(web_request *rq, unsigned status, char *body, const char *type,
                                     const char *location)
 {
+    rq->resp_bytes = strlen(body);
     struct MHD_Response *resp = MHD_create_response_from_buffer(strlen(body), body, MHD_RESPMEM_MUST_FREE);
     if (!resp) {
         free(body);
