@@ -66,6 +66,35 @@ static store_status run_feed(store_t *s, const char *sql, const int64_t *args, i
     return rc;
 }
 
+int64_t feed_time(db_t *db)
+{
+    int64_t now = store_now_us(), last = 0;
+    sqlite3_stmt *st = db_stmt(db, ST_FEED_LAST_TIME);
+    if (st && sqlite3_step(st) == SQLITE_ROW) last = sqlite3_column_int64(st, 0);
+    if (st) sqlite3_reset(st);
+    return now > last ? now : last;
+}
+
+/* The first sequence at or after START_US (0: none). */
+static int64_t first_at(store_t *s, int64_t start_us, store_err *err)
+{
+    db_t *db = db_get(s, err);
+    if (!db) return -1;
+    sqlite3_stmt *st = NULL;
+    int64_t seq = 0;
+    if (sqlite3_prepare_v2(db->h, "SELECT sequence FROM changefeed WHERE timestamp_us>=?1"
+                                  " ORDER BY timestamp_us, sequence LIMIT 1", -1, &st, NULL) == SQLITE_OK) {
+        sqlite3_bind_int64(st, 1, start_us);
+        if (sqlite3_step(st) == SQLITE_ROW) seq = sqlite3_column_int64(st, 0);
+    } else {
+        seq = -1;
+        store_seterr(err, STORE_EIO, "index: %s", sqlite3_errmsg(db->h));
+    }
+    sqlite3_finalize(st);
+    db_put(s, db);
+    return seq;
+}
+
 store_status store_changefeed(store_t *s, const store_changefeed_query *q, char **json, store_err *err)
 {
     *json = NULL;
@@ -82,10 +111,19 @@ store_status store_changefeed(store_t *s, const store_changefeed_query *q, char 
         rc = run_feed(s, COLUMNS " WHERE c.sequence > ?1 AND c.sequence <= ?2 ORDER BY c.sequence", args, 2,
                       q->include_metadata, out, err);
     } else {
-        int64_t args[4] = {q->start_us, q->end_us, q->limit, q->offset};
-        rc = run_feed(s, COLUMNS " WHERE c.timestamp_us >= ?1 AND c.timestamp_us < ?2"
-                             " ORDER BY c.timestamp_us, c.sequence LIMIT ?3 OFFSET ?4",
-                      args, 4, q->include_metadata, out, err);
+        /* Feed rows are never removed, sequences have no gaps (AUTOINCREMENT rolls back
+         * with its transaction) and timestamps follow sequences (feed_time): the window's
+         * row OFFSET is sequence first+OFFSET, so a page is an index lookup, not a walk
+         * over the rows before it. */
+        int64_t first = first_at(s, q->start_us, err);
+        if (first < 0) {
+            json_decref(out);
+            return err ? err->status : STORE_EIO;
+        }
+        int64_t from = !first || q->offset > INT64_MAX - first ? INT64_MAX : first + q->offset;
+        int64_t args[3] = {from, q->end_us, q->limit};
+        rc = run_feed(s, COLUMNS " WHERE c.sequence >= ?1 AND c.timestamp_us < ?2 ORDER BY c.sequence LIMIT ?3",
+                      args, 3, q->include_metadata, out, err);
     }
     if (rc == STORE_OK) {
         *json = json_dumps(out, JSON_COMPACT);

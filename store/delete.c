@@ -112,7 +112,7 @@ static int settle(const store_t *s, db_t *db, int64_t key, bool series)
 
 static int remove_rows(const store_t *s, db_t *db, int64_t part, const victim *v, size_t n)
 {
-    int64_t now = store_now_us();
+    int64_t now = feed_time(db);
     int rc = SQLITE_OK;
     for (size_t i = 0; i < n && rc == SQLITE_OK; i++) {
         rc = run(db, "DELETE FROM instance WHERE watermark=?1", v[i].wm, 0);

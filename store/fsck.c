@@ -139,6 +139,16 @@ static void check_derived(db_t *db, const logger *l, store_fsck_report *r)
          * NOT EXISTS made this check quadratic (minutes at 100k instances). */
         "SELECT uid FROM instance WHERE watermark NOT IN (SELECT watermark FROM changefeed WHERE action='create')",
         "instance without a change-feed entry");
+    /* v2 change-feed pages jump to sequence first+offset (changefeed.c): they need a feed
+     * without gaps whose timestamps follow its sequences. */
+    r->bad_index += problems(db, l,
+        "SELECT 'the feed has ' || count(*) || ' rows but its last sequence is ' || max(sequence) FROM changefeed"
+        " HAVING count(*) <> ifnull(max(sequence), 0)",
+        "change-feed sequences with gaps");
+    r->bad_index += problems(db, l,
+        "SELECT b.sequence FROM changefeed a JOIN changefeed b ON b.sequence=a.sequence+1"
+        " WHERE b.timestamp_us < a.timestamp_us LIMIT 20",
+        "change-feed timestamp earlier than its predecessor's");
     r->bad_index += problems(db, l,
         "SELECT printf('%08X', tag) FROM xqt WHERE status=0 AND NOT EXISTS"
         " (SELECT 1 FROM operation o WHERE o.id=xqt.operation AND o.status IN (0, 1))",

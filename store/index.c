@@ -393,7 +393,7 @@ int index_insert(store_t *s, db_t *db, store_item *item, store_err *err)
             goto out;
         }
     }
-    int64_t now = store_now_us();
+    int64_t now = feed_time(db);
     sqlite3_stmt *st = db_stmt(db, ST_INSTANCE_ADD);
     if (!st) goto out;
     sqlite3_bind_int64(st, 1, part);

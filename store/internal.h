@@ -60,6 +60,7 @@ typedef enum {
     ST_DRESS_MODALITIES,
     ST_SERIES_EXISTS,
     ST_XQT_GEN,
+    ST_FEED_LAST_TIME,
     ST_COUNT
 } stmt_id;
 
@@ -178,6 +179,10 @@ void store_path(const store_t *s, const char *rel, char out[PATH_MAX]);
 
 /* Microseconds since the epoch, UTC. */
 int64_t store_now_us(void);
+/* The timestamp of a new change-feed row (inside the writer's transaction): now, but
+ * never before the feed's last one, so that timestamp order is sequence order even when
+ * the clock steps back (v2 pages rely on it). */
+int64_t feed_time(db_t *db);
 /* "2020-03-04T01:03:08.483412+00:00" */
 void store_format_time(int64_t us, char out[40]);
 

@@ -141,6 +141,7 @@ static const char *const sql[ST_COUNT] = {
     [ST_STUDY_EXISTS] = "SELECT 1 FROM study WHERE partition=?1 AND uid=?2",
     [ST_SERIES_EXISTS] = "SELECT 1 FROM study st JOIN series se ON se.study=st.key WHERE st.partition=?1"
                          " AND st.uid=?2 AND se.uid=?3",
+    [ST_FEED_LAST_TIME] = "SELECT max(timestamp_us) FROM changefeed",
     [ST_XQT_GEN] = "SELECT CAST(value AS INTEGER) FROM meta WHERE key='xqt_gen'",
     [ST_METADATA_ONE] =
         "SELECT i.watermark, (SELECT json FROM metadata m WHERE m.watermark=i.watermark)"
