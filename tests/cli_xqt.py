@@ -242,6 +242,21 @@ def main():
     c.ok(rc == 0 and op and op.get("status") == "succeeded" and op.get("resources") == ["/extendedquerytags/00091001"]
          and re.fullmatch(r"[0-9a-f]{32}", op.get("operationId", "")),
          "add @FILE --wait prints the finished operation", p.stdout + p.stderr)
+    # --wait waits however long the reindex takes: here another process (this test) holds
+    # reindex.lock for 2.5 s, so it cannot start before (it timed out after 1 s once).
+    import fcntl
+    import threading
+    lockf = open(os.path.join(A, "reindex.lock"), "a+")
+    fcntl.flock(lockf, fcntl.LOCK_EX)
+    release = threading.Timer(2.5, lambda: (fcntl.flock(lockf, fcntl.LOCK_UN), lockf.close()))
+    release.start()
+    t0 = time.time()
+    rc, op, p = tags(A, "add", '[{"path":"ContentTime","level":"instance"}]', "--wait")
+    release.join()
+    c.ok(rc == 0 and op and op.get("status") == "succeeded" and time.time() - t0 >= 2.4,
+         "add --wait outlasts a reindex that cannot start for 2.5 s, then prints it succeeded", p.stdout + p.stderr)
+    rc, _, p = tags(A, "delete", "ContentTime")
+    c.ok(rc == 0, "and the tag is deleted again", p.stderr)
     rc, pt, p = tags(A, "get", "00091001")
     c.ok(rc == 0 and pt and low(pt.get("status")) == "ready" and low(pt.get("queryStatus")) == "disabled"
          and (pt.get("errors") or {}).get("count") == 2,

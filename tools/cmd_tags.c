@@ -129,7 +129,9 @@ static int wait_and_print(store_t *s, const char *id)
     for (;;) {
         store_err err = {0};
         int64_t t0 = now_ms();
-        if (store_operations_wait(s, 1000, &err) != STORE_OK) return refused("tags", &err);
+        /* EBUSY is "still running after a second": ask again, however long it takes. */
+        store_status st = store_operations_wait(s, 1000, &err);
+        if (st != STORE_OK && st != STORE_EBUSY) return refused("tags", &err);
         char *json = NULL;
         bool finished = false;
         if (store_operation(s, id, 2, "", &json, &finished, &err) != STORE_OK) return refused("tags", &err);
