@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """report.py RESULTS.jsonl OUT.json — the benchmark's table and its JSON.
 
-Reads the records run.sh appended (kind = env, dataset, limit, ingest, query, web, mount, error, disk),
+Reads the records run.sh appended (kind = env, dataset, limit, ingest, query, web, xqt, mount, error,
+disk),
 prints the table (metric, dicomfs, limit/peer, ratio, goal, result) and notes, and writes
 OUT.json: {"env", "rows", "notes", "records"}. Goals are checked here; a missed goal is a
 FAIL in the table, never a non-zero exit. MB = 10^6 bytes.
@@ -24,6 +25,8 @@ GOAL_MOUNT_READ = 0.8    # find | xargs cat through the mount / the same over AR
 GOAL_MOUNT_FLAT = GOAL_FLAT  # ls -l of a series: with many studies / with few
 MOUNT_FLAT_SLACK_MS = 5.0    # ...or an increase below this
 NOISY = 1.5              # slowest/fastest run above this: the machine was busy, say so
+GOAL_XQT_QIDO = 1.5      # find on an extended query tag / the same query on the core tag
+GOAL_FEED_FLAT = GOAL_FLAT  # change-feed page at the largest scale / at the smallest
 
 
 def load(path):
@@ -230,6 +233,99 @@ def web_rows(w, row, notes, judge, ratio):
         notes.append("web peer: " + w["peer"])
     for e in w.get("errors", []):
         notes.append("web ERROR: " + e)
+
+
+def xqt_rows(x, row, notes, judge, ratio, ing):
+    """The `xqt` step (xqt.py): reindex rate against the same archive's ingest rate, find on
+    an extended tag against the same find on the core tag it mirrors, and change-feed pages
+    and their growth from the smallest to the largest scale."""
+    archives = x.get("archives", [])
+    for a in archives:
+        label, n = a["label"], a["instances"]
+        # The ingest rate of the same archive: this run's (the median run), else the record
+        # kept with a reused scale archive.
+        g = ing.get(label) or a.get("ingest") or {}
+        ir = g["stored"] / g["seconds"] if g.get("seconds") and g.get("stored") else None
+        ir_from = "the archive's build (reused)" if g.get("reused") or label not in ing else "this run"
+        for r in a.get("reindex", []):
+            secs = r.get("operation_seconds") or None
+            rate = n / secs if secs else None
+            status, note = "info", "operation %s s, %s %s s, CPU %s s; ingest rate from %s" % (
+                fmt(secs), "whole process" if r.get("via") != "http" else "over HTTP, POST to done",
+                fmt(r.get("seconds")), fmt(r.get("cpu_seconds")), ir_from if ir else "- (not ingested)")
+            if r.get("exit") or r.get("status") != "succeeded" or r.get("tag_status") != "ready":
+                status = "ERROR"
+                note = "exit %s, operation %s, tag %s %s" % (r.get("exit"), r.get("status"), r.get("tag_status"),
+                                                            r.get("stderr", ""))
+            elif r.get("tag_errors"):
+                note += "; %s values could not be indexed" % r["tag_errors"]
+            row("reindex, %s-level tag (%s) @%s (%d inst), inst/s" % (r["level"], r["tag"], label, n), rate,
+                "inst/s", ir, "inst/s ingest", ratio(rate, ir), "", status, note)
+        http = [r for r in a.get("reindex", []) if r.get("via") == "http"]
+        if http:
+            cli = next((r["cli"] for r in http if r.get("cli")), {})
+            notes.append("xqt %s: `tags add --wait` exited %s after %s s (\"%s\"): the reindex of %s was timed "
+                         "over HTTP instead, in one `dicomfs serve`" % (
+                             label, cli.get("exit"), fmt(cli.get("seconds")), (cli.get("cli_wait_error") or "")[:100],
+                             ", ".join(r["tag"] for r in http)))
+        dels = ["%s %.2f s" % (d["tag"], d["seconds"]) for d in a.get("deleted", [])]
+        if dels:
+            notes.append("xqt %s: tags delete (the tags' values removed again): %s" % (label, ", ".join(dels)))
+        if a.get("leftover_deleted"):
+            notes.append("xqt %s: deleted tags left by an earlier run first: %s" % (
+                label, ", ".join(d["tag"] for d in a["leftover_deleted"])))
+        for q in a.get("qido", []):
+            c, e = q.get("core", {}), q.get("extended", {})
+            failed = [y for y in (c, e) if y.get("median_ms") is None]
+            wrong = not (c.get("count_ok") and e.get("count_ok"))
+            if failed:
+                bad = next((r for r in failed[0].get("rounds", []) if r.get("exit")), {})
+                status, note = "ERROR", "exit %s: %s" % (bad.get("exit"), (bad.get("stderr") or "")[:100])
+            elif wrong:
+                status = "WRONG"
+                note = "core %s, extended %s results, expected %s" % (c.get("count"), e.get("count"), q["expected"])
+            else:
+                status, note = None, "%s results" % q["expected"]
+            core_params = " ".join(v for v in c.get("params", []) if not v.startswith("--") and v != "instance")
+            for stat, what in (("median_ms", "median"), ("p95_ms", "p95")):
+                rt = ratio(e.get(stat), c.get(stat))
+                row("find %s (extended, %s level) @%s, %s" % (
+                    " ".join(v for v in e.get("params", []) if not v.startswith("--") and v != "instance"),
+                    q["level"], label, what), e.get(stat), "ms", c.get(stat), "ms core " + core_params,
+                    rt, "<= %g" % GOAL_XQT_QIDO, status or judge(rt, GOAL_XQT_QIDO, ge=False), note)
+        f = a.get("feed")
+        if f:
+            for p in f["pages"]:
+                row("change feed %s @%d entries, median" % (p["name"], f["entries"]), p.get("median_ms"), "ms",
+                    p.get("p95_ms"), "ms p95", status="info" if p.get("ok") else "WRONG",
+                    note="%.0f KB" % (p["bytes"] / 1e3) if p.get("ok") else p.get("problem", ""))
+    if archives:
+        notes.append("xqt: tags %s added one at a time (`tags add --wait`), reindex rate over the operation's span; "
+                     "find --repeat %s x %s rounds (core and extended alternating), the median of the rounds' "
+                     "medians and p95s; change feed over HTTP (%s, one keep-alive connection, includeMetadata "
+                     "default true), %s timed passes" % (
+                         ", ".join("%s (%s)" % (t["keyword"], t["level"]) for t in x.get("tags", [])),
+                         x.get("repeat"), x.get("rounds"),
+                         next((a["feed"].get("client") for a in archives if a.get("feed")), "-"), x.get("feed_runs")))
+    fed = sorted((a["feed"]["entries"], a) for a in archives if a.get("feed"))
+    if len(fed) >= 2:
+        (n0, a0), (n1, a1) = fed[0], fed[-1]
+        p0 = {p["name"]: p for p in a0["feed"]["pages"]}
+        for p in a1["feed"]["pages"]:
+            q = p0.get(p["name"])
+            if not q:
+                continue
+            for stat, what, judged in (("median_ms", "median", True), ("p95_ms", "p95", False)):
+                rt = ratio(p.get(stat), q.get(stat))
+                row("change feed %s: growth %d -> %d entries, %s" % (p["name"], n0, n1, what), p.get(stat), "ms",
+                    q.get(stat), "ms at %d" % n0, rt, "<= %gx (flat)" % GOAL_FEED_FLAT if judged else "",
+                    (judge(rt, GOAL_FEED_FLAT, ge=False) if p.get("ok") and q.get("ok") else "n/a") if judged
+                    else "info")
+    elif fed:
+        notes.append("xqt: change-feed growth needs two scales (BENCH_SCALES); have %d" % len(fed))
+    for a in archives:
+        for e in a.get("errors", []):
+            notes.append("xqt ERROR %s: %s" % (a["label"], e))
 
 
 def mount_rows(m, row, notes, judge, ratio):
@@ -565,6 +661,10 @@ def main():
     for r in recs:
         if r["kind"] == "web":
             web_rows(r["result"], row, notes, judge, ratio)
+
+    for r in recs:
+        if r["kind"] == "xqt":
+            xqt_rows(r["result"], row, notes, judge, ratio, ing)
 
     for r in recs:
         if r["kind"] == "mount":

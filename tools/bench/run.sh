@@ -32,6 +32,25 @@
 #   scales     gen_synth.py: N synthetic ~1 KB instances per BENCH_SCALES entry, ingested
 #              once and kept (keyed by N, the generator and the index schema); the same
 #              queries at each N and the growth from the smallest to the largest N.
+#   xqt        xqt.py (issue 8): extended query tags and the change feed. Reindex: `dicomfs
+#              tags ARCHIVE add JSON --wait` of one study-level tag (SeriesDate) and then one
+#              instance-level tag (ContentDate), each timed (instances/s over the operation's
+#              span, and against the same archive's ingest rate), on a copy of the benchmark
+#              archive (the small set's, from the ingest step) and on each kept scale archive
+#              (changed in place; the tags are deleted again at the end, timed); where `--wait`
+#              gives up (it exits 1 after 1 s of reindex, as of this writing) the reindex is
+#              timed over HTTP instead (POST /v2/extendedquerytags, GET /v2/operations/{id}).
+#              Then `find --repeat N` of an equality query on each extended tag against the
+#              same query on the core StudyDate it mirrors (study and instance level), goal
+#              ratio <= 1.5. On the scale archives also the change feed over HTTP (`dicomfs
+#              serve`, webbench's keep-alive client): the first, middle and last page of v1
+#              (offset/limit 100) and of v2 (a time window holding the whole feed, offset,
+#              limit 200), the last pages also without metadata, and the last 200 entries'
+#              own v2 window: median and p95, and the growth from the smallest to the
+#              largest scale (goal <= 1.5x). The feed holds one entry per instance of the
+#              scale: 1M entries only with the 1M archive (BENCH_SCALES). Uses the archives
+#              that exist: run it with (or after) ingest and scales. ~3 min at the default
+#              scales once they are built.
 #   mount      mountbench.py: the FUSE mount (`dicomfs mount`) against the same work on plain
 #              files of the same disk. Copy-in: `cp -r` of each set into a fresh archive's
 #              mounted inbox/ (each close returns once the instance is stored and synced)
@@ -50,7 +69,7 @@
 #   report     report.py: the table and the JSON.
 #
 # Usage: run.sh [BUILD_DIR] [STEP...] — STEPs (default: all, or BENCH_STEPS) pick steps in
-# the order above; setup and dataset always run; e.g. `tools/bench/run.sh build mount report`
+# the order above; setup and dataset always run (naming dataset is allowed); e.g. `tools/bench/run.sh build mount report`
 # (BUILD_DIR may be left out when the first argument is a step: `run.sh mount report`).
 #
 # Environment:
@@ -69,6 +88,9 @@
 #   BENCH_WEB_PEER=0        web step against dicomfs only (no Orthanc)
 #   BENCH_WEB_RUNS=N        timed QIDO passes and metadata runs (default 100; QUICK 30)
 #   BENCH_WEB_WADO_RUNS=N   timed WADO passes (default 3; QUICK 2)
+#   BENCH_XQT=0             skip the xqt step
+#   BENCH_XQT_REPEAT=N      xqt: `find --repeat N` per round, 3 rounds (default 200; QUICK 50)
+#   BENCH_XQT_FEED_RUNS=N   xqt: timed passes over the change-feed pages (default 50; QUICK 20)
 #   BENCH_MOUNT=0           skip the mount step
 #   BENCH_MOUNT_SERIES=N    instances in the mount step's listed series (default 10000; QUICK 2000)
 #   BENCH_MOUNT_STUDIES="FEW MANY"  one-instance studies beside it (default "100 100000";
@@ -85,12 +107,12 @@
 # (rebuilt in ~1 min); while it runs, also the two copy-in archives and a plain copy (~0.6 GB).
 set -uo pipefail
 
-ALL_STEPS="limits ingest queries web scales mount report"
+ALL_STEPS="limits ingest queries web scales xqt mount report"
 is_step() { case " $ALL_STEPS " in *" $1 "*) return 0 ;; esac; return 1; }
 BUILD=build
 if [ $# -gt 0 ] && ! { is_step "$1" && [ ! -d "$1" ]; }; then BUILD=$1; shift; fi
 STEPS=${*:-${BENCH_STEPS:-$ALL_STEPS}}
-for step_name in $STEPS; do is_step "$step_name" || { echo "bench: unknown step $step_name (steps: $ALL_STEPS)" >&2; exit 2; }; done
+for step_name in $STEPS; do [ "$step_name" = dataset ] || is_step "$step_name" || { echo "bench: unknown step $step_name (steps: $ALL_STEPS)" >&2; exit 2; }; done
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
 BUILD_ARG=$BUILD
@@ -253,6 +275,18 @@ step_setup() {
     fi
 }
 
+# py_deps — gen_dataset.py needs numpy, which tools/install-deps.sh does not install
+# (python3-pydicom only recommends it, and recommends are left out there).
+py_deps() {
+    "$PY" -c 'import numpy, pydicom' 2>/dev/null && return 0
+    local sudo=""
+    [ "$(id -u)" -ne 0 ] && sudo="sudo"
+    log "dataset: installing python3-numpy python3-pydicom"
+    $sudo apt-get update -qq >"$LOGS/py-apt.log" 2>&1 &&
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends python3-numpy \
+            python3-pydicom >>"$LOGS/py-apt.log" 2>&1
+}
+
 step_dataset() {
     local key="${DS_ARGS[*]} gen=$(hash_of "$HERE/gen_dataset.py")"
     DS=$WORK/dataset-$(echo "$key" | sha256sum | cut -c1-12)
@@ -260,6 +294,7 @@ step_dataset() {
         log "dataset: reusing $DS"
     else
         log "dataset: generating into $DS (${DS_ARGS[*]})"
+        py_deps || log "dataset: cannot install python3-numpy (see $LOGS/py-apt.log)"
         rm -rf "$DS" "$DS.tmp"
         local t0; t0=$(now_ns)
         "$PY" "$HERE/gen_dataset.py" "$DS.tmp" "${DS_ARGS[@]}" >/dev/null || { echo "bench: gen_dataset.py failed" >&2; exit 2; }
@@ -325,10 +360,13 @@ web_deps() {
             >>"$LOGS/web-apt.log" 2>&1
 }
 
+# synth_key N — what a kept WORK/synth-N/ready must hold for the archive to be reused.
+synth_key() { echo "n=$1 gen=$(hash_of "$HERE/gen_synth.py") schema=$SCHEMA"; }
+
 # synth_archive N — builds (or reuses) WORK/synth-N/archive; records kind=ingest.
 synth_archive() {
     local n=$1 dir=$WORK/synth-$1
-    local key="n=$n gen=$(hash_of "$HERE/gen_synth.py") schema=$SCHEMA"
+    local key; key=$(synth_key "$n")
     if [ "${BENCH_REBUILD:-0}" != 1 ] && [ -f "$dir/ready" ] && [ "$(cat "$dir/ready")" = "$key" ]; then
         log "scale $n: reusing $dir/archive (built $(stat -c %y "$dir/ready" | cut -d. -f1))"
         "$PY" -c 'import json,sys; o=json.load(open(sys.argv[1])); o["reused"]=True; print(json.dumps(o))' \
@@ -366,6 +404,13 @@ step_scales() {
     done
 }
 
+# build_webbench — WORK/bin/webbench from webbench.c (libcurl) when missing or older.
+build_webbench() {
+    if [ ! -x "$WORK/bin/webbench" ] || [ "$HERE/webbench.c" -nt "$WORK/bin/webbench" ]; then
+        cc -O2 -Wall -o "$WORK/bin/webbench" "$HERE/webbench.c" -lcurl -lpthread 2>"$LOGS/webbench-cc.log"
+    fi
+}
+
 step_web() {
     if [ "${BENCH_WEB:-1}" = 0 ]; then
         log "web: skipped (BENCH_WEB=0)"
@@ -382,10 +427,7 @@ step_web() {
         fail web "Orthanc or its DICOMweb plugin is missing; measuring dicomfs alone"
         servers=dicomfs
     fi
-    if [ ! -x "$WORK/bin/webbench" ] || [ "$HERE/webbench.c" -nt "$WORK/bin/webbench" ]; then
-        cc -O2 -Wall -o "$WORK/bin/webbench" "$HERE/webbench.c" -lcurl -lpthread ||
-            { fail web "cannot build webbench.c"; return 1; }
-    fi
+    build_webbench || { fail web "cannot build webbench.c"; return 1; }
     if [ "$QUICK" = 1 ]; then runs=${BENCH_WEB_RUNS:-30} wruns=${BENCH_WEB_WADO_RUNS:-2}; else
         runs=${BENCH_WEB_RUNS:-100} wruns=${BENCH_WEB_WADO_RUNS:-3}; fi
     log "web: DICOMweb over HTTP, servers: $servers"
@@ -399,6 +441,54 @@ step_web() {
             "$out" >>"$RESULTS" || fail web "web.py printed no JSON"
     fi
     [ "$rc" = 0 ] || fail web "web.py exited $rc (see above and $LOGS/web-*.log)"
+}
+
+step_xqt() {
+    if [ "${BENCH_XQT:-1}" = 0 ]; then
+        log "xqt: skipped (BENCH_XQT=0)"
+        return 0
+    fi
+    local args=() n dir client="" repeat fruns out=$WORK/xqt-result.json rc copy=$WORK/xqt/archive-small
+    rm -rf "$WORK/xqt" && mkdir -p "$WORK/xqt"
+    if [ -f "$WORK/archive-small/index.db" ]; then
+        # A copy: the ingest step's archive stays as the queries step measured it.
+        n=$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["sets"]["small"]["files"])' "$DS/manifest.json")
+        if cp -a "$WORK/archive-small" "$copy" 2>"$LOGS/xqt-copy.log"; then
+            rm -f "$copy/lock" "$copy/reindex.lock"
+            args+=(--archive "small:bench:$n:$copy")
+        else
+            fail xqt "cannot copy $WORK/archive-small (see $LOGS/xqt-copy.log)"
+        fi
+    else
+        log "xqt: no benchmark archive ($WORK/archive-small): run the ingest step first"
+    fi
+    for n in $SCALES; do
+        dir=$WORK/synth-$n
+        if [ -f "$dir/ready" ] && [ "$(cat "$dir/ready")" = "$(synth_key "$n")" ]; then
+            args+=(--archive "synth-$n:synth:$n:$dir/archive:$dir/ingest.json")
+        else
+            log "xqt: no current scale archive for $n (run the scales step first)"
+        fi
+    done
+    if [ ${#args[@]} -eq 0 ]; then
+        log "xqt: no archive to measure"
+        return 0
+    fi
+    if build_webbench; then client=$WORK/bin/webbench; else
+        log "xqt: cannot build webbench.c (see $LOGS/webbench-cc.log); the change feed is timed with Python's http.client"
+    fi
+    if [ "$QUICK" = 1 ]; then repeat=${BENCH_XQT_REPEAT:-50} fruns=${BENCH_XQT_FEED_RUNS:-20}; else
+        repeat=${BENCH_XQT_REPEAT:-200} fruns=${BENCH_XQT_FEED_RUNS:-50}; fi
+    log "xqt: reindex, QIDO on extended tags, change feed ($((${#args[@]} / 2)) archives)"
+    "$PY" "$HERE/xqt.py" --bin "$BIN" --work "$WORK/xqt" --logs "$LOGS" --client "$client" \
+        --repeat "$repeat" --feed-runs "$fruns" "${args[@]}" >"$out"
+    rc=$?
+    if [ -s "$out" ]; then
+        "$PY" -c 'import json, sys; print(json.dumps({"kind": "xqt", "result": json.load(open(sys.argv[1]))}))' \
+            "$out" >>"$RESULTS" || fail xqt "xqt.py printed no JSON"
+    fi
+    [ "$rc" = 0 ] || fail xqt "xqt.py exited $rc (see above and $LOGS/xqt-*.log)"
+    rm -rf "$WORK/xqt"
 }
 
 # mount_cleanup — unmounts whatever the mount step left mounted (mountbench.py unmounts
