@@ -1,6 +1,7 @@
 /* tags.c — the reference's attribute sets (see tags.h). */
 #include "tags.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -139,6 +140,39 @@ void tags_hex(uint32_t tag, char out[9])
     snprintf(out, 9, "%08X", tag);
 }
 
+/* Other keywords (extended query tags, includefield): DCMTK's dictionary looks a name up
+ * by walking it (~0.1 ms, more than the query), so the last few answers are kept. */
+#define KEYWORD_CACHE 64
+static struct {
+    char name[64];
+    uint32_t tag;
+    char vr[3];
+} keyword_cache[KEYWORD_CACHE];
+static size_t keyword_next;
+static pthread_mutex_t keyword_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static int keyword_cached(const char *name, uint32_t *tag, char vr[3])
+{
+    if (strlen(name) >= sizeof keyword_cache[0].name) return dcm_tag_by_keyword(name, tag, vr);
+    pthread_mutex_lock(&keyword_lock);
+    for (size_t i = 0; i < KEYWORD_CACHE; i++)
+        if (keyword_cache[i].name[0] && strcmp(keyword_cache[i].name, name) == 0) {
+            *tag = keyword_cache[i].tag;
+            memcpy(vr, keyword_cache[i].vr, 3);
+            pthread_mutex_unlock(&keyword_lock);
+            return 0;
+        }
+    pthread_mutex_unlock(&keyword_lock);
+    if (dcm_tag_by_keyword(name, tag, vr) != 0) return -1; /* unknown names are not kept */
+    pthread_mutex_lock(&keyword_lock);
+    size_t slot = keyword_next++ % KEYWORD_CACHE;
+    snprintf(keyword_cache[slot].name, sizeof keyword_cache[slot].name, "%s", name);
+    keyword_cache[slot].tag = *tag;
+    memcpy(keyword_cache[slot].vr, vr, 3);
+    pthread_mutex_unlock(&keyword_lock);
+    return 0;
+}
+
 int tags_parse(const char *name, uint32_t *tag, char vr[3])
 {
     size_t len = strlen(name);
@@ -155,7 +189,7 @@ int tags_parse(const char *name, uint32_t *tag, char vr[3])
             snprintf(vr, 3, "%s", core[i].vr);
             return 0;
         }
-    return dcm_tag_by_keyword(name, tag, vr);
+    return keyword_cached(name, tag, vr);
 }
 
 static int cmp_u32(const void *a, const void *b)
