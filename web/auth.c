@@ -3,6 +3,8 @@
  * and gives each key its RFC 7638 thumbprint; jansson reads the JSON. */
 #include "auth.h"
 
+#include <arpa/inet.h>
+#include <curl/curl.h>
 #include <errno.h>
 #include <gnutls/abstract.h>
 #include <gnutls/crypto.h>
@@ -11,6 +13,7 @@
 #include <jansson.h>
 #include <jwt.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -347,12 +350,35 @@ typedef struct {
     unsigned grant; /* dataActions minus notDataActions */
 } auth_role;
 
+/* Keys fetched from a JWKS URL: a set is never changed once published; a refresh
+ * publishes a new one. Requests hold a reference (under auth_remote.lock) while they use
+ * it, so a set replaced meanwhile is freed by its last user. */
+typedef struct {
+    int refs;
+    auth_key *keys;
+    size_t n_keys;
+} auth_keyset;
+
+/* jwksUri / discovery: where the keys come from, the published set, and one fetch at a
+ * time (the others wait for it), at most one refresh per AUTH_REFRESH_SECONDS. */
+typedef struct {
+    char *jwks_uri;      /* given, or found by discovery (NULL until then) */
+    char *discovery_url; /* <issuer>/.well-known/openid-configuration, or NULL */
+    pthread_mutex_t lock;
+    pthread_cond_t done;
+    auth_keyset *set; /* NULL until a fetch succeeds */
+    bool fetching;
+    bool refreshed;       /* a refresh happened at LAST (the fetch at start is no refresh) */
+    struct timespec last; /* CLOCK_MONOTONIC */
+} auth_remote;
+
 struct web_auth {
     char *issuer;
     char **aud;
     size_t n_aud;
-    auth_key *keys;
+    auth_key *keys; /* from keys and jwks (the file): fixed */
     size_t n_keys;
+    auth_remote *remote; /* jwksUri or discovery, or NULL */
     unsigned char *hs_secret;
     size_t hs_len;
     char *roles_claim;
@@ -408,11 +434,11 @@ static bool add_key(web_auth *a, const char *kid, const char *pem, size_t len, c
     return true;
 }
 
-static bool load_jwks(web_auth *a, const char *path, char *err, size_t errlen)
+/* The RS256 / ES256 signing keys of the JWKS ROOT (named PATH in messages), appended to
+ * *KEYS / *N_KEYS. Other keys (oct, OKP, use enc, other algs) are skipped; a JWKS without
+ * any usable key, or with a signing key we cannot read, is refused. */
+static bool parse_jwks(json_t *root, const char *path, auth_key **keys_out, size_t *n_out, char *err, size_t errlen)
 {
-    json_error_t je;
-    json_t *root = json_load_file(path, 0, &je);
-    if (!root) return fail(err, errlen, "JWKS '%s': %s (line %d)", path, je.text, je.line);
     json_t *keys = json_object_get(root, "keys");
     bool ok = json_is_array(keys);
     if (!ok) fail(err, errlen, "JWKS '%s' has no \"keys\" array", path);
@@ -443,14 +469,265 @@ static bool load_jwks(web_auth *a, const char *path, char *err, size_t errlen)
         key.type = type;
         key.pem = pem;
         snprintf(key.kid, sizeof key.kid, "%s", kid && *kid ? kid : thumb);
-        a->keys = realloc(a->keys, (a->n_keys + 1) * sizeof *a->keys);
-        if (!a->keys) abort();
-        a->keys[a->n_keys++] = key;
+        *keys_out = realloc(*keys_out, (*n_out + 1) * sizeof **keys_out);
+        if (!*keys_out) abort();
+        (*keys_out)[(*n_out)++] = key;
         used++;
     }
     if (ok && !used) ok = fail(err, errlen, "JWKS '%s' has no RS256 or ES256 signing key", path);
+    return ok;
+}
+
+static bool load_jwks(web_auth *a, const char *path, char *err, size_t errlen)
+{
+    json_error_t je;
+    json_t *root = json_load_file(path, 0, &je);
+    if (!root) return fail(err, errlen, "JWKS '%s': %s (line %d)", path, je.text, je.line);
+    bool ok = parse_jwks(root, path, &a->keys, &a->n_keys, err, errlen);
     json_decref(root);
     return ok;
+}
+
+/* ---- keys from a JWKS URL (jwksUri, discovery; libcurl) ------------------------------------ */
+
+#define AUTH_REFRESH_SECONDS 30 /* at most one refresh (on an unknown kid) in this time */
+#define AUTH_FETCH_SECONDS 10L  /* one HTTP request, connection included */
+#define AUTH_FETCH_MAX (1u << 20)
+
+/* https:// anywhere; http:// only to a loopback address (127.x.x.x, [::1], localhost),
+ * where nobody on the way can change the keys. *HTTP tells which. */
+static bool url_allowed(const char *url, bool *http, char *err, size_t errlen)
+{
+    const char *host;
+    if (strncasecmp(url, "https://", 8) == 0) host = url + 8, *http = false;
+    else if (strncasecmp(url, "http://", 7) == 0) host = url + 7, *http = true;
+    else return fail(err, errlen, "'%s' is not an https:// URL", url);
+    size_t n = strcspn(host, "/?#");
+    if (!n || memchr(host, '@', n) || strpbrk(url, " \t\r\n"))
+        return fail(err, errlen, "'%s' is not a URL with a host (and no user name)", url);
+    if (!*http) return true;
+    char h[256];
+    if (n >= sizeof h) return fail(err, errlen, "'%s': the host is too long", url);
+    memcpy(h, host, n);
+    h[n] = 0;
+    bool loopback;
+    if (h[0] == '[') {
+        loopback = strncmp(h, "[::1]", 5) == 0 && (h[5] == 0 || h[5] == ':');
+    } else {
+        char *colon = strchr(h, ':');
+        if (colon) *colon = 0;
+        struct in_addr in;
+        loopback = strcasecmp(h, "localhost") == 0 || (inet_pton(AF_INET, h, &in) == 1 && (ntohl(in.s_addr) >> 24) == 127);
+    }
+    if (!loopback)
+        return fail(err, errlen, "'%s': http:// is allowed only to a loopback address (127.x.x.x, [::1], localhost); use https://",
+                    url);
+    return true;
+}
+
+typedef struct {
+    char *data;
+    size_t len;
+    bool too_large;
+} fetch_buf;
+
+static size_t fetch_write(char *ptr, size_t size, size_t nmemb, void *user)
+{
+    fetch_buf *b = user;
+    size_t n = size * nmemb;
+    if (b->len + n > AUTH_FETCH_MAX) {
+        b->too_large = true;
+        return 0;
+    }
+    b->data = realloc(b->data, b->len + n + 1);
+    if (!b->data) abort();
+    memcpy(b->data + b->len, ptr, n);
+    b->len += n;
+    b->data[b->len] = 0;
+    return n;
+}
+
+static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
+static void curl_start(void) { curl_global_init(CURL_GLOBAL_DEFAULT); }
+
+/* GET URL → its JSON body (200 only). Certificates are verified; redirects are followed
+ * only from https to https (never from http); at most AUTH_FETCH_MAX bytes. */
+static json_t *fetch_json(const char *url, char *err, size_t errlen)
+{
+    bool http;
+    if (!url_allowed(url, &http, err, errlen)) return NULL;
+    pthread_once(&curl_once, curl_start);
+    CURL *c = curl_easy_init();
+    if (!c) {
+        fail(err, errlen, "%s: cannot start libcurl", url);
+        return NULL;
+    }
+    fetch_buf b = {0};
+    char cerr[CURL_ERROR_SIZE] = "";
+    struct curl_slist *hdr = curl_slist_append(NULL, "Accept: application/json");
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, http ? "http" : "https");
+    curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, http ? 0L : 1L);
+    curl_easy_setopt(c, CURLOPT_REDIR_PROTOCOLS_STR, "https");
+    curl_easy_setopt(c, CURLOPT_MAXREDIRS, 5L);
+    curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 1L);
+    curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 2L);
+    if (http) curl_easy_setopt(c, CURLOPT_NOPROXY, "*"); /* loopback: never through a proxy */
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT, AUTH_FETCH_SECONDS);
+    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, AUTH_FETCH_SECONDS);
+    curl_easy_setopt(c, CURLOPT_USERAGENT, "dicomfs");
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdr);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, fetch_write);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
+    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, cerr);
+    CURLcode rc = curl_easy_perform(c);
+    long status = 0;
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    curl_easy_cleanup(c);
+    curl_slist_free_all(hdr);
+    json_t *root = NULL;
+    if (b.too_large) fail(err, errlen, "%s: the answer is larger than %u bytes", url, AUTH_FETCH_MAX);
+    else if (rc != CURLE_OK) fail(err, errlen, "%s: %s", url, cerr[0] ? cerr : curl_easy_strerror(rc));
+    else if (status != 200) fail(err, errlen, "%s: HTTP status %ld", url, status);
+    else {
+        json_error_t je;
+        root = json_loadb(b.data ? b.data : "", b.len, 0, &je);
+        if (!json_is_object(root)) {
+            fail(err, errlen, "%s: not a JSON object (%s)", url, root ? "another JSON value" : je.text);
+            json_decref(root);
+            root = NULL;
+        }
+    }
+    free(b.data);
+    return root;
+}
+
+static void keyset_free(auth_keyset *s)
+{
+    if (!s) return;
+    for (size_t i = 0; i < s->n_keys; i++) free(s->keys[i].pem);
+    free(s->keys);
+    free(s);
+}
+
+/* Discovery (once it has found a jwks_uri, never again), then the JWKS. Only one thread
+ * at a time (at start, or the one that set fetching). */
+static auth_keyset *remote_fetch(const web_auth *a, char *err, size_t errlen)
+{
+    auth_remote *r = a->remote;
+    if (!r->jwks_uri) {
+        json_t *doc = fetch_json(r->discovery_url, err, errlen);
+        if (!doc) return NULL;
+        const char *iss = json_string_value(json_object_get(doc, "issuer"));
+        const char *uri = json_string_value(json_object_get(doc, "jwks_uri"));
+        bool http;
+        if (!iss || strcmp(iss, a->issuer) != 0)
+            fail(err, errlen, "%s: the discovery document's issuer is not %s", r->discovery_url, a->issuer);
+        else if (!uri || !*uri)
+            fail(err, errlen, "%s: the discovery document has no jwks_uri", r->discovery_url);
+        else if (url_allowed(uri, &http, err, errlen)) {
+            char *copy = strdup(uri);
+            if (!copy) abort();
+            pthread_mutex_lock(&r->lock); /* web_auth_describe may read it */
+            r->jwks_uri = copy;
+            pthread_mutex_unlock(&r->lock);
+        }
+        json_decref(doc);
+        if (!r->jwks_uri) return NULL;
+    }
+    json_t *root = fetch_json(r->jwks_uri, err, errlen);
+    if (!root) return NULL;
+    auth_keyset *s = calloc(1, sizeof *s);
+    if (!s) abort();
+    s->refs = 1;
+    bool ok = parse_jwks(root, r->jwks_uri, &s->keys, &s->n_keys, err, errlen);
+    json_decref(root);
+    if (!ok) {
+        keyset_free(s);
+        return NULL;
+    }
+    return s;
+}
+
+/* The published set with a reference (NULL when there is none), and giving it back. */
+static auth_keyset *keyset_get(const web_auth *a)
+{
+    if (!a->remote) return NULL;
+    pthread_mutex_lock(&a->remote->lock);
+    auth_keyset *s = a->remote->set;
+    if (s) s->refs++;
+    pthread_mutex_unlock(&a->remote->lock);
+    return s;
+}
+
+static void keyset_put(const web_auth *a, auth_keyset *s)
+{
+    if (!s) return;
+    pthread_mutex_lock(&a->remote->lock);
+    bool last = --s->refs == 0;
+    pthread_mutex_unlock(&a->remote->lock);
+    if (last) keyset_free(s);
+}
+
+/* A token names a kid no key has: fetch the JWKS again, unless a refresh happened less
+ * than AUTH_REFRESH_SECONDS ago; while one thread fetches, the others wait for it. Returns
+ * the set published then (with a reference). */
+static auth_keyset *keyset_refresh(const web_auth *a)
+{
+    auth_remote *r = a->remote;
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    pthread_mutex_lock(&r->lock);
+    if (r->fetching) {
+        while (r->fetching) pthread_cond_wait(&r->done, &r->lock);
+    } else if (!r->refreshed || now.tv_sec - r->last.tv_sec >= AUTH_REFRESH_SECONDS) {
+        r->fetching = true;
+        r->refreshed = true;
+        r->last = now;
+        pthread_mutex_unlock(&r->lock);
+        char why[512];
+        auth_keyset *fresh = remote_fetch(a, why, sizeof why);
+        if (!fresh) fprintf(stderr, "dicomfs serve: refreshing the JWKS failed (keeping the keys we have): %s\n", why);
+        pthread_mutex_lock(&r->lock);
+        auth_keyset *old = NULL;
+        if (fresh) {
+            old = r->set;
+            r->set = fresh; /* its reference is the publication's */
+            if (old && --old->refs > 0) old = NULL;
+        }
+        r->fetching = false;
+        pthread_cond_broadcast(&r->done);
+        if (old) {
+            pthread_mutex_unlock(&r->lock);
+            keyset_free(old);
+            pthread_mutex_lock(&r->lock);
+        }
+    }
+    auth_keyset *s = r->set;
+    if (s) s->refs++;
+    pthread_mutex_unlock(&r->lock);
+    return s;
+}
+
+static void remote_free(auth_remote *r)
+{
+    if (!r) return;
+    free(r->jwks_uri);
+    free(r->discovery_url);
+    keyset_free(r->set);
+    pthread_mutex_destroy(&r->lock);
+    pthread_cond_destroy(&r->done);
+    free(r);
+}
+
+static auth_remote *remote_new(void)
+{
+    auth_remote *r = calloc(1, sizeof *r);
+    if (!r) abort();
+    pthread_mutex_init(&r->lock, NULL);
+    pthread_cond_init(&r->done, NULL);
+    return r;
 }
 
 static bool parse_actions(json_t *arr, unsigned *out, const char *role, const char *field, char *err, size_t errlen)
@@ -544,6 +821,7 @@ void web_auth_free(web_auth *a)
     free(a->aud);
     for (size_t i = 0; i < a->n_keys; i++) free(a->keys[i].pem);
     free(a->keys);
+    remote_free(a->remote);
     if (a->hs_secret) {
         gnutls_memset(a->hs_secret, 0, a->hs_len);
         free(a->hs_secret);
@@ -635,6 +913,25 @@ web_auth *web_auth_load(const char *path, char *err, size_t errlen)
             ok = load_jwks(a, file, err, errlen);
             free(file);
             continue;
+        } else if (strcmp(key, "jwksUri") == 0) {
+            bool http;
+            ok = json_is_string(v) && url_allowed(json_string_value(v), &http, err, errlen);
+            if (!ok) {
+                if (!json_is_string(v)) fail(err, errlen, "auth file '%s': jwksUri must be a URL", path);
+                else {
+                    char why[512];
+                    snprintf(why, sizeof why, "%s", err);
+                    fail(err, errlen, "auth file '%s': jwksUri %s", path, why);
+                }
+                break;
+            }
+            if (!a->remote) a->remote = remote_new();
+            a->remote->jwks_uri = strdup(json_string_value(v));
+            continue;
+        } else if (strcmp(key, "discovery") == 0) {
+            ok = json_is_boolean(v);
+            if (ok && json_is_true(v) && !a->remote) a->remote = remote_new();
+            if (ok && json_is_true(v)) a->remote->discovery_url = strdup(""); /* made from the issuer below */
         } else if (strcmp(key, "hs256Secret") == 0) {
             ok = json_is_string(v) && json_string_length(v) >= 32;
             if (!ok) {
@@ -663,8 +960,8 @@ web_auth *web_auth_load(const char *path, char *err, size_t errlen)
             if (ok) a->skew = (long)json_integer_value(v);
         } else {
             ok = fail(err, errlen,
-                      "auth file '%s': unknown field '%s' (issuer, audiences, keys, jwks, hs256Secret, rolesClaim, "
-                      "roles, clockSkewSeconds)",
+                      "auth file '%s': unknown field '%s' (issuer, audiences, keys, jwks, jwksUri, discovery, "
+                      "hs256Secret, rolesClaim, roles, clockSkewSeconds)",
                       path, key);
             break;
         }
@@ -672,8 +969,34 @@ web_auth *web_auth_load(const char *path, char *err, size_t errlen)
     }
     if (ok && !a->issuer) ok = fail(err, errlen, "auth file '%s' names no issuer", path);
     if (ok && !a->n_aud) ok = fail(err, errlen, "auth file '%s' names no audiences", path);
-    if (ok && !a->n_keys && !a->hs_secret)
-        ok = fail(err, errlen, "auth file '%s' has no key: give keys, jwks or hs256Secret", path);
+    if (ok && !a->n_keys && !a->hs_secret && !a->remote)
+        ok = fail(err, errlen, "auth file '%s' has no key: give keys, jwks, jwksUri, discovery or hs256Secret", path);
+    if (ok && a->remote && a->remote->jwks_uri && a->remote->discovery_url)
+        ok = fail(err, errlen, "auth file '%s': give jwksUri or discovery, not both", path);
+    if (ok && a->remote && a->remote->discovery_url) {
+        /* OpenID Connect Discovery 1.0, 4: the issuer URL (without a trailing /) + the path */
+        size_t n = strlen(a->issuer);
+        while (n && a->issuer[n - 1] == '/') n--;
+        free(a->remote->discovery_url);
+        if (asprintf(&a->remote->discovery_url, "%.*s/.well-known/openid-configuration", (int)n, a->issuer) < 0) abort();
+        bool http;
+        char why[512];
+        if (!url_allowed(a->remote->discovery_url, &http, why, sizeof why))
+            ok = fail(err, errlen, "auth file '%s': discovery needs an issuer that is an https:// URL: %s", path, why);
+    }
+    if (ok && a->remote) {
+        /* the keys at start: without them (and no other key) there is nothing to serve */
+        char why[768];
+        if (!(a->remote->set = remote_fetch(a, why, sizeof why))) {
+            if (!a->n_keys && !a->hs_secret)
+                ok = fail(err, errlen, "auth file '%s': cannot fetch the keys: %s", path, why);
+            else
+                fprintf(stderr,
+                        "dicomfs serve: WARNING: cannot fetch the keys (%s); going on with the auth file's other keys, "
+                        "fetching again on a token of an unknown kid\n",
+                        why);
+        }
+    }
     json_decref(root);
     if (!ok) {
         web_auth_free(a);
@@ -697,8 +1020,18 @@ void web_auth_describe(const web_auth *a, char *out, size_t len)
 {
     size_t rsa = 0, ec = 0;
     for (size_t i = 0; i < a->n_keys; i++) *(a->keys[i].type == AUTH_KEY_RSA ? &rsa : &ec) += 1;
-    snprintf(out, len, "issuer %s, audience %s%s, %zu RS256 and %zu ES256 key(s)%s, roles claim '%s'", a->issuer,
-             a->aud[0], a->n_aud > 1 ? " (and more)" : "", rsa, ec, a->hs_secret ? ", HS256 secret" : "",
+    auth_keyset *s = keyset_get(a);
+    for (size_t i = 0; s && i < s->n_keys; i++) *(s->keys[i].type == AUTH_KEY_RSA ? &rsa : &ec) += 1;
+    keyset_put(a, s);
+    char from[600] = "";
+    if (a->remote) {
+        pthread_mutex_lock(&a->remote->lock);
+        snprintf(from, sizeof from, " (keys from %s, refreshed on an unknown kid)",
+                 a->remote->jwks_uri ? a->remote->jwks_uri : a->remote->discovery_url);
+        pthread_mutex_unlock(&a->remote->lock);
+    }
+    snprintf(out, len, "issuer %s, audience %s%s, %zu RS256 and %zu ES256 key(s)%s%s, roles claim '%s'", a->issuer,
+             a->aud[0], a->n_aud > 1 ? " (and more)" : "", rsa, ec, from, a->hs_secret ? ", HS256 secret" : "",
              a->roles_claim);
 }
 
@@ -783,6 +1116,21 @@ static bool hs256_ok(const web_auth *a, const char *input, size_t input_len, con
     return ok;
 }
 
+/* Checks TCOPY with each key of KEYS of TYPE (and KID, when not NULL); *ANY_KEY is set when
+ * there is one. */
+static bool try_keys(const auth_key *keys, size_t n, auth_key_type type, const char *kid, const char *tcopy, jwt_t **jwt,
+                     bool *any_key)
+{
+    for (size_t i = 0; i < n; i++) {
+        const auth_key *k = &keys[i];
+        if (k->type != type || (kid && strcmp(k->kid, kid) != 0)) continue;
+        *any_key = true;
+        if (jwt_decode(jwt, tcopy, (const unsigned char *)k->pem, (int)strlen(k->pem)) == 0) return true;
+        if (*jwt) jwt_free(*jwt), *jwt = NULL;
+    }
+    return false;
+}
+
 bool web_auth_check(const web_auth *a, const char *authorization, web_principal *p, char *why, size_t len)
 {
     memset(p, 0, sizeof *p);
@@ -834,13 +1182,16 @@ bool web_auth_check(const web_auth *a, const char *authorization, web_principal 
         if (any_key) verified = hs256_ok(a, tok, (size_t)(dot2 - tok), dot2 + 1, tlen - (size_t)(dot2 + 1 - tok)) &&
                                 jwt_decode(&jwt, tcopy, a->hs_secret, (int)a->hs_len) == 0;
     } else {
-        for (size_t i = 0; i < a->n_keys && !verified; i++) {
-            const auth_key *k = &a->keys[i];
-            if (k->type != type || (has_kid && strcmp(k->kid, kid) != 0)) continue;
-            any_key = true;
-            verified = jwt_decode(&jwt, tcopy, (const unsigned char *)k->pem, (int)strlen(k->pem)) == 0;
-            if (!verified && jwt) jwt_free(jwt), jwt = NULL;
+        verified = try_keys(a->keys, a->n_keys, type, has_kid ? kid : NULL, tcopy, &jwt, &any_key);
+        auth_keyset *set = keyset_get(a);
+        if (!verified && set) verified = try_keys(set->keys, set->n_keys, type, has_kid ? kid : NULL, tcopy, &jwt, &any_key);
+        if (!any_key && has_kid && a->remote) {
+            /* a kid no key has: perhaps the issuer rotated its keys */
+            keyset_put(a, set);
+            set = keyset_refresh(a);
+            if (set) verified = try_keys(set->keys, set->n_keys, type, kid, tcopy, &jwt, &any_key);
         }
+        keyset_put(a, set);
     }
     free(tcopy);
     if (!any_key) {

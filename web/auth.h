@@ -3,7 +3,9 @@
  * (docs/CLI.md "Access control").
  *
  *   auth file   JSON: issuer, audiences, keys (PEM files or inline PEM), jwks (a JWKS
- *               file), hs256Secret, rolesClaim, roles (a roles.json), clockSkewSeconds
+ *               file), jwksUri or discovery (a JWKS fetched with libcurl: at load, and
+ *               again on a token of an unknown kid, at most once per 30 s), hs256Secret,
+ *               rolesClaim, roles (a roles.json), clockSkewSeconds
  *   token       RS256 / ES256 (public keys from PEM or JWKS) or HS256 (the shared
  *               secret). The header is read first: alg must be one the chosen key is
  *               for (an RSA or EC key is never an HMAC secret), the key is picked by kid
@@ -15,8 +17,10 @@
  *   routes      every route kind has a data action (auth_route_action), or is open
  *               (health, CORS preflight); a kind without a mapping is refused.
  *
- * A loaded web_auth is read-only: any number of threads may check tokens at once. The
- * key helpers at the end serve `dicomfs keygen` and `dicomfs token` too. */
+ * Any number of threads may check tokens at once. A loaded web_auth changes only in its
+ * fetched keys: a refresh publishes a new, immutable key set (reference-counted; requests
+ * in flight keep the set they started with); one thread fetches, the others wait for it.
+ * The key helpers at the end serve `dicomfs keygen` and `dicomfs token` too. */
 #ifndef DICOMFS_WEB_AUTH_H
 #define DICOMFS_WEB_AUTH_H
 
@@ -46,7 +50,9 @@ unsigned auth_route_action(route_kind kind);
 const char *auth_action_name(unsigned action);
 
 /* Loads the auth file PATH (relative paths in it are relative to its folder). NULL with
- * a reason in ERR when it is unreadable or wrong in any way (unknown fields included). */
+ * a reason in ERR when it is unreadable or wrong in any way (unknown fields included), or
+ * when its jwksUri / discovery keys cannot be fetched and it has no other key (with other
+ * keys: a warning on stderr). */
 web_auth *web_auth_load(const char *path, char *err, size_t len);
 void web_auth_free(web_auth *a);
 /* The WWW-Authenticate value of a 401 (the reference's form). */
