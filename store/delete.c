@@ -187,6 +187,9 @@ store_status store_delete(store_t *s, const char *partition, const char *study, 
         pthread_mutex_unlock(&s->write_lock);
         return err ? err->status : STORE_EIO;
     }
+    /* The extended query tags as this transaction sees them (another process may have
+     * added or removed one): the levels re-derived below must clear and write them all. */
+    xqt_refresh(s, db);
     size_t n = 0;
     int64_t part = partition_key(db, partition ? partition : STORE_DEFAULT_PARTITION, false);
     victim *v = part ? find_victims(db, part, study, series, sop, &n) : NULL;

@@ -168,8 +168,26 @@ void index_request(const store_t *s, dcm_request *req)
     req->n_value_tags = s->n_value_tags;
 }
 
-char *index_value_from_json(json_t *meta, uint32_t tag, bool *multiple)
+/* The tag of private element TAG in the block CREATOR reserved in META: (gggg,00xx)
+ * holds the creator, (gggg,xxee) the element; 0 when it reserved none. */
+static uint32_t private_tag(json_t *meta, uint32_t tag, const char *creator)
 {
+    uint32_t group = tag >> 16;
+    for (uint32_t block = 0x10; block <= 0xFF; block++) {
+        char hex[9];
+        snprintf(hex, sizeof hex, "%04X%04X", group, block);
+        const char *v = json_string_value(json_array_get(json_object_get(json_object_get(meta, hex), "Value"), 0));
+        if (!v) continue;
+        size_t n = strlen(v);
+        while (n && v[n - 1] == ' ') n--; /* LO values may be padded */
+        if (n == strlen(creator) && strncmp(v, creator, n) == 0) return group << 16 | block << 8 | (tag & 0xFF);
+    }
+    return 0;
+}
+
+char *index_value_from_json(json_t *meta, uint32_t tag, const char *creator, bool *multiple)
+{
+    if (creator && *creator && (tag >> 16) & 1 && !(tag = private_tag(meta, tag, creator))) return NULL;
     char hex[9];
     tags_hex(tag, hex);
     json_t *values = json_object_get(json_object_get(meta, hex), "Value");
@@ -206,9 +224,10 @@ size_t index_values_from_json(const store_t *s, json_t *meta, dcm_value **out)
     if (!v) abort();
     size_t n = 0;
     for (size_t i = 0; i < cap; i++) {
-        uint32_t tag = i < s->n_value_tags ? s->value_tags[i] : xqt[i - s->n_value_tags].tag;
+        bool core = i < s->n_value_tags;
+        uint32_t tag = core ? s->value_tags[i] : xqt[i - s->n_value_tags].tag;
         bool multiple = false;
-        char *text = index_value_from_json(meta, tag, &multiple);
+        char *text = index_value_from_json(meta, tag, core ? NULL : xqt[i - s->n_value_tags].creator, &multiple);
         if (!text) continue;
         v[n++] = (dcm_value){.tag = tag, .text = text, .multiple = multiple};
     }

@@ -85,6 +85,7 @@ typedef struct {
     uint32_t tag;
     char vr[3];
     store_level level;
+    char creator[65];  /* private extended query tags: the private creator; "" otherwise */
 } index_tag;
 
 struct store {
@@ -246,8 +247,10 @@ void index_extract(const store_t *s, const dcm_value *values, size_t n, store_it
  * cannot be indexed as T's VR says (not a date, not a number...). */
 bool index_add_value(ix_list *l, const index_tag *t, const char *s);
 /* The first value of TAG in DICOM JSON META as DICOM text (a person name as A=I=P),
- * malloc'd; NULL when absent or empty. *MULTIPLE: it had more than one value. */
-char *index_value_from_json(json_t *meta, uint32_t tag, bool *multiple);
+ * malloc'd; NULL when absent or empty. *MULTIPLE: it had more than one value. With a
+ * CREATOR (a private tag), TAG's element is looked for in the block that creator
+ * reserved in this dataset, wherever that is. */
+char *index_value_from_json(json_t *meta, uint32_t tag, const char *creator, bool *multiple);
 size_t index_values_from_json(const store_t *s, json_t *meta, dcm_value **out);
 void ix_list_free(ix_list *l);
 char *ix_list_serialize(const ix_list *l);

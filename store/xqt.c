@@ -111,6 +111,7 @@ void xqt_refresh(store_t *s, db_t *db)
                 tags_hex(e->t.tag, e->path);
                 const unsigned char *pc = sqlite3_column_text(st, 2);
                 snprintf(e->private_creator, sizeof e->private_creator, "%s", pc ? (const char *)pc : "");
+                memcpy(e->t.creator, e->private_creator, sizeof e->t.creator);
                 e->t.level = (store_level)sqlite3_column_int(st, 3);
                 e->status = sqlite3_column_int(st, 4);
                 e->query_enabled = sqlite3_column_int(st, 5) != 0;
@@ -166,7 +167,7 @@ void xqt_index_item(store_t *s, db_t *db, store_item *item)
     json_t *meta = json_loads(item->metadata, 0, NULL);
     bool level_changed[2] = {false, false};
     for (size_t i = 0; i < n; i++) {
-        char *text = index_value_from_json(meta, tags[i].tag, NULL);
+        char *text = index_value_from_json(meta, tags[i].tag, tags[i].creator, NULL);
         /* A value that cannot be indexed is left out, as v2 leaves out invalid values. */
         if (text && index_add_value(&item->ix[tags[i].level], &tags[i], text) && tags[i].level < 2)
             level_changed[tags[i].level] = true;
@@ -372,8 +373,12 @@ static store_status parse_entry(json_t *e, size_t i, new_tag *out, store_err *er
     if (group <= 0x0002 || group == 0xFFFE)
         return store_seterr(err, STORE_EINVAL, "The tag '%s' is not an attribute of a dataset.", p);
     bool private_tag = group & 1;
+    if (private_tag && group <= 0x0007)
+        return store_seterr(err, STORE_EINVAL, "The group of '%s' is neither standard nor private.", p);
     if (private_tag && elem >= 0x0010 && elem <= 0x00FF)
         return store_seterr(err, STORE_EINVAL, "The private creator element '%s' cannot be an extended query tag.", p);
+    if (private_tag && elem < 0x0010)
+        return store_seterr(err, STORE_EINVAL, "'%s' is not a private data element (gggg,xxee with xx from 10 to FF).", p);
     if (vr && !json_is_null(vr) && !json_is_string(vr))
         return store_seterr(err, STORE_EINVAL, "The vr of '%s' must be a string.", p);
     const char *given = json_is_string(vr) ? json_string_value(vr) : "";
@@ -699,7 +704,7 @@ static int reindex_row(db_t *db, sqlite3_stmt *row, const xqt_entry *tags, size_
     json_t *meta = json_loads((const char *)sqlite3_column_text(row, 6), 0, NULL);
     int rc = SQLITE_OK;
     for (size_t i = 0; i < n && rc == SQLITE_OK; i++) {
-        char *text = index_value_from_json(meta, tags[i].t.tag, NULL);
+        char *text = index_value_from_json(meta, tags[i].t.tag, tags[i].t.creator, NULL);
         if (!text) continue;
         ix_list l = {0};
         if (!index_add_value(&l, &tags[i].t, text)) {

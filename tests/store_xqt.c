@@ -212,6 +212,26 @@ static void deleting(store_t *s)
           "as LO the three 'abc' instances are found (case-insensitive)");
 }
 
+/* A private tag is the element of its creator's block, wherever the dataset reserved it:
+ * another creator's element at the same tag is not it (DCMTK's dcmodify cannot write an
+ * unknown private element into another block, so the moved block is not tested here). (00091001 is an LO tag of TESTPC
+ * by now, see deleting().) */
+static void private_creator_blocks(store_t *s)
+{
+    const char *other = test_make("CT_small.dcm", "other.dcm",
+                                  "-m \"(0020,000d)=" ROOT ".5\" -m \"(0020,000e)=" ROOT ".5.1\" -m \"(0008,0018)=" ROOT
+                                  ".5.1.1\" -m \"(0009,0010)=OTHER\" -i \"(0009,1001)=VALOTHER\"");
+    store_ingest_result r = test_ingest(s, other ? other : "/nonexistent", NULL);
+    CHECK(r.status == STORE_OK, "an instance whose (0009,1001) belongs to creator OTHER stored");
+    store_ingest_result_clear(&r);
+    CHECK(count(s, STORE_LEVEL_INSTANCE, "00091001", "VALOTHER") == 0, "another creator's (0009,1001) is not TESTPC's");
+    CHECK(count(s, STORE_LEVEL_INSTANCE, "00091001", "ABC") == 3, "TESTPC's still are");
+    refused(s, "[{\"path\":\"00031001\",\"vr\":\"LO\",\"privateCreator\":\"X\",\"level\":\"instance\"}]",
+            STORE_EINVAL, "neither standard nor private");
+    refused(s, "[{\"path\":\"00090005\",\"vr\":\"LO\",\"privateCreator\":\"X\",\"level\":\"instance\"}]",
+            STORE_EINVAL, "not a private data element");
+}
+
 /* A reindex that no process could run (another holds reindex.lock, as a process that
  * died mid-reindex would have until the kernel released it) waits as notStarted; the
  * next open of the archive runs it over every instance, in several batches. */
@@ -265,6 +285,7 @@ int main(void)
     reindex_and_search(s);
     errors_disable_and_mark(s);
     deleting(s);
+    private_creator_blocks(s);
     store_fsck_report rep = {0};
     store_err err = {0};
     CHECK(store_fsck(s, false, NULL, NULL, &rep, &err) == STORE_OK && rep.bad_index == 0, "fsck clean: %zu problems, %s",

@@ -77,6 +77,14 @@ static void put_line(web_audit *a, json_t *obj)
     free(text);
 }
 
+/* A value as a JSON string; one that is not valid UTF-8 (a claim cut inside a character)
+ * becomes "?" rather than leaving the field out of the line. */
+static json_t *text_or_mark(const char *s)
+{
+    json_t *j = json_string(s);
+    return j ? j : json_string("?");
+}
+
 static void iso_time(const struct timespec *t, char out[32])
 {
     struct tm tm;
@@ -154,7 +162,7 @@ void web_audit_request(web_audit *a, web_request *rq, struct MHD_Connection *con
     const char *route = rq->routed ? web_route_template(&rq->route, tmpl, sizeof tmpl) : NULL;
     json_t *o = json_object();
     json_object_set_new(o, "time", json_string(when));
-    json_object_set_new(o, "sub", rq->authed ? json_string(rq->who.sub) : json_null());
+    json_object_set_new(o, "sub", rq->authed ? text_or_mark(rq->who.sub) : json_null());
     json_object_set_new(o, "client", json_string(client));
     json_object_set_new(o, "method", json_string(method));
     json_object_set_new(o, "route", route ? json_string(route) : json_null());
@@ -163,7 +171,7 @@ void web_audit_request(web_audit *a, web_request *rq, struct MHD_Connection *con
     json_object_set_new(o, "ms", json_real((double)(long long)(ms * 1000) / 1000));
     if (rq->auth_failed) { /* why (never the token: auth.c's reasons name no part of it but its alg) */
         json_object_set_new(o, "authFailed", json_true());
-        json_object_set_new(o, "reason", json_string(rq->msg));
+        json_object_set_new(o, "reason", text_or_mark(rq->msg));
     }
     if (!completed) json_object_set_new(o, "completed", json_false());
     put_line(a, o);

@@ -435,8 +435,8 @@ static bool add_key(web_auth *a, const char *kid, const char *pem, size_t len, c
 }
 
 /* The RS256 / ES256 signing keys of the JWKS ROOT (named PATH in messages), appended to
- * *KEYS / *N_KEYS. Other keys (oct, OKP, use enc, other algs) are skipped; a JWKS without
- * any usable key, or with a signing key we cannot read, is refused. */
+ * *KEYS / *N_KEYS. Other keys (oct, OKP, use enc, other algs) are skipped, and so are
+ * keys we cannot read (with a warning); a JWKS without any usable key is refused. */
 static bool parse_jwks(json_t *root, const char *path, auth_key **keys_out, size_t *n_out, char *err, size_t errlen)
 {
     json_t *keys = json_object_get(root, "keys");
@@ -455,14 +455,16 @@ static bool parse_jwks(json_t *root, const char *path, auth_key **keys_out, size
         if (alg && strcmp(alg, "RS256") != 0 && strcmp(alg, "ES256") != 0) continue;      /* RS384... */
         char *pem = NULL, thumb[64], why[256];
         auth_key_type type;
+        /* One key we cannot use (a P-384 curve, a short RSA key) must not refuse the set: an
+         * issuer's rotation would then lock every token out. It is skipped, and said. */
         if (!jwk_to_pem(k, &pem, &type, thumb, why, sizeof why)) {
-            ok = fail(err, errlen, "JWKS '%s', key %zu: %s", path, i, why);
-            break;
+            fprintf(stderr, "dicomfs serve: JWKS '%s', key %zu skipped: %s\n", path, i, why);
+            continue;
         }
         if (alg && (strcmp(alg, "RS256") == 0) != (type == AUTH_KEY_RSA)) {
             free(pem);
-            ok = fail(err, errlen, "JWKS '%s', key %zu: alg %s does not fit its kty", path, i, alg);
-            break;
+            fprintf(stderr, "dicomfs serve: JWKS '%s', key %zu skipped: alg %s does not fit its kty\n", path, i, alg);
+            continue;
         }
         const char *kid = json_string_value(json_object_get(k, "kid"));
         auth_key key = {0};
