@@ -49,32 +49,31 @@ static enum MHD_Result preflight(web_request *rq)
     return web_send(rq, MHD_HTTP_NO_CONTENT, resp);
 }
 
+/* An error decided before the body: plain text, with the one header some statuses need
+ * (the challenge of a 401, Retry-After of a 429, Allow of a 405). */
 static enum MHD_Result answer_error(web_request *rq)
 {
-    if (rq->status == MHD_HTTP_UNAUTHORIZED) {
-        struct MHD_Response *resp = MHD_create_response_from_buffer(strlen(rq->msg), rq->msg, MHD_RESPMEM_MUST_COPY);
-        rq->resp_bytes = strlen(rq->msg);
-        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/plain; charset=utf-8");
-        MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, web_auth_challenge(rq->srv->auth));
-        return web_send(rq, (unsigned)rq->status, resp);
-    }
-    if (rq->status == MHD_HTTP_TOO_MANY_REQUESTS) {
-        struct MHD_Response *resp = MHD_create_response_from_buffer(strlen(rq->msg), rq->msg, MHD_RESPMEM_MUST_COPY);
-        char secs[16];
+    char secs[16];
+    const char *name = NULL, *value = NULL;
+    switch (rq->status) {
+    case MHD_HTTP_UNAUTHORIZED:
+        name = MHD_HTTP_HEADER_WWW_AUTHENTICATE, value = web_auth_challenge(rq->srv->auth);
+        break;
+    case MHD_HTTP_TOO_MANY_REQUESTS:
         snprintf(secs, sizeof secs, "%u", rq->retry_after);
-        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/plain; charset=utf-8");
-        MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, secs);
-        rq->resp_bytes = strlen(rq->msg);
-        return web_send(rq, (unsigned)rq->status, resp);
+        name = MHD_HTTP_HEADER_RETRY_AFTER, value = secs;
+        break;
+    case MHD_HTTP_METHOD_NOT_ALLOWED:
+        name = MHD_HTTP_HEADER_ALLOW, value = rq->route.allow;
+        break;
+    default: return web_send_text(rq, (unsigned)rq->status, "%s", rq->msg);
     }
-    if (rq->status == MHD_HTTP_METHOD_NOT_ALLOWED) {
-        struct MHD_Response *resp = MHD_create_response_from_buffer(strlen(rq->msg), rq->msg, MHD_RESPMEM_MUST_COPY);
-        rq->resp_bytes = strlen(rq->msg);
-        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/plain; charset=utf-8");
-        MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, rq->route.allow);
-        return web_send(rq, (unsigned)rq->status, resp);
-    }
-    return web_send_text(rq, (unsigned)rq->status, "%s", rq->msg);
+    struct MHD_Response *resp = MHD_create_response_from_buffer(strlen(rq->msg), rq->msg, MHD_RESPMEM_MUST_COPY);
+    if (!resp) return MHD_NO;
+    rq->resp_bytes = strlen(rq->msg);
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/plain; charset=utf-8");
+    MHD_add_response_header(resp, name, value);
+    return web_send(rq, (unsigned)rq->status, resp);
 }
 
 static enum MHD_Result dispatch(web_request *rq)
