@@ -20,14 +20,15 @@ build: deps
 
 HTTP    ?= 127.0.0.1:8080
 MOUNT   ?= ./mnt
-# e.g. MOUNT_FLAGS=--allow-delete
+# e.g. MOUNT_FLAGS=--allow-delete; SERVE_FLAGS="--auth auth/auth.json" (any serve option)
 MOUNT_FLAGS ?=
+SERVE_FLAGS ?=
 
 # Stores what is in $(INBOX) (if anything; refused files are reported, not fatal), then
 # serves the archive over DICOMweb and, where FUSE is available, as a folder at $(MOUNT),
 # until Ctrl-C. tools/run.sh holds the steps (tests/make_run.sh tests them).
 run: build
-	@tools/run.sh '$(BUILD)/dicomfs' '$(ARCHIVE)' '$(INBOX)' '$(MOUNT)' '$(HTTP)' $(MOUNT_FLAGS)
+	@tools/run.sh '$(BUILD)/dicomfs' '$(ARCHIVE)' '$(INBOX)' '$(MOUNT)' '$(HTTP)' $(MOUNT_FLAGS) $(SERVE_FLAGS)
 
 test: test-deps build
 	@cd $(BUILD) && ctest --output-on-failure -j $(JOBS)

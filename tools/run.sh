@@ -2,7 +2,7 @@
 # run.sh — what `make run` does: store what the inbox holds, then serve the archive over
 # DICOMweb and, where FUSE is available, mount it too, until Ctrl-C (or SIGTERM).
 #
-#   tools/run.sh DICOMFS ARCHIVE INBOX MOUNT HOST:PORT [MOUNT OPTION...]
+#   tools/run.sh DICOMFS ARCHIVE INBOX MOUNT HOST:PORT [SERVE OR MOUNT OPTION...]
 #
 # Files the archive refuses (not DICOM, invalid) are reported and do not stop it: the
 # inbox of a CD has its README. An archive that cannot be opened does stop it. A mount
@@ -63,6 +63,6 @@ if [ -n "$(ls -A -- "$inbox")" ]; then
 fi
 
 if $fuse; then
-    exec "$dicomfs" serve "$archive" --http "$http" --mount "$mnt" "$@"
+    exec "$dicomfs" serve "$archive" --http "$http" "$@" --mount "$mnt" "$@"
 fi
-exec "$dicomfs" serve "$archive" --http "$http"
+exec "$dicomfs" serve "$archive" --http "$http" "$@"
