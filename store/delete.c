@@ -59,6 +59,7 @@ static int relevel(const store_t *s, db_t *db, int64_t key, store_level level, i
     dcm_value *values = NULL;
     size_t n = meta ? index_values_from_json(s, meta, &values) : 0;
     index_extract(s, values, n, &tmp);
+    index_extract_xqt(s, values, n, &tmp);
     for (size_t i = 0; i < n; i++) free(values[i].text);
     free(values);
     json_decref(meta);

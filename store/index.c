@@ -140,14 +140,7 @@ void index_extract(const store_t *s, const dcm_value *values, size_t n, store_it
         if (v->multiple) item->result.multiple_values = true;
         index_add_value(&item->ix[t->level], t, v->text);
     }
-    /* Extended query tags: present when VALUES came from stored JSON (index_values_from_json);
-     * at ingest they are added at commit instead (xqt_index_item). */
-    index_tag xqt[STORE_XQT_MAX];
-    size_t nx = xqt_indexed(s, xqt);
-    for (size_t i = 0; i < nx; i++) {
-        const dcm_value *v = find_value(values, n, xqt[i].tag);
-        if (v) index_add_value(&item->ix[xqt[i].level], &xqt[i], v->text);
-    }
+
     for (int level = STORE_LEVEL_STUDY; level <= STORE_LEVEL_SERIES; level++)
         item->ix_key[level] = ix_list_serialize(&item->ix[level]);
     const dcm_value *modality = find_value(values, n, TAG_Modality);
@@ -157,6 +150,20 @@ void index_extract(const store_t *s, const dcm_value *values, size_t n, store_it
     if (number) {
         item->instance_number = strtoll(number->text, &end, 10);
         item->has_instance_number = end != number->text;
+    }
+}
+
+void index_extract_xqt(const store_t *s, const dcm_value *values, size_t n, store_item *item)
+{
+    index_tag xqt[STORE_XQT_MAX];
+    size_t nx = xqt_indexed(s, xqt);
+    for (size_t i = 0; i < nx; i++) {
+        const dcm_value *v = find_value(values, n, xqt[i].tag);
+        if (v) index_add_value(&item->ix[xqt[i].level], &xqt[i], v->text);
+    }
+    for (int level = STORE_LEVEL_STUDY; level <= STORE_LEVEL_SERIES && nx; level++) {
+        free(item->ix_key[level]);
+        item->ix_key[level] = ix_list_serialize(&item->ix[level]);
     }
 }
 

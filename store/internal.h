@@ -243,6 +243,9 @@ void item_settle_duplicate(store_t *s, store_item *item, const store_item *first
 /* index.c: turn parsed values into index values; write and remove rows. */
 void index_request(const store_t *s, dcm_request *req);
 void index_extract(const store_t *s, const dcm_value *values, size_t n, store_item *item);
+/* The same for the extended query tags, when VALUES came from stored JSON
+ * (index_values_from_json: re-deriving a level); at ingest xqt_index_item does it. */
+void index_extract_xqt(const store_t *s, const dcm_value *values, size_t n, store_item *item);
 /* Adds the index values of one attribute's first value S (DICOM text) to L; false when S
  * cannot be indexed as T's VR says (not a date, not a number...). */
 bool index_add_value(ix_list *l, const index_tag *t, const char *s);
