@@ -181,7 +181,7 @@ kill "$TAIL" 2>/dev/null; wait "$TAIL" 2>/dev/null
 # unmount while busy: lazily, and the process ends
 exec 9<"$M/changes/latest.json"
 fusermount3 -uz "$M"
-for _ in $(seq 300); do kill -0 "$PID" 2>/dev/null || break; sleep 0.1; done
+for _ in $(seq 50); do kill -0 "$PID" 2>/dev/null || break; sleep 0.1; done
 exec 9<&-
 for _ in $(seq 300); do kill -0 "$PID" 2>/dev/null || break; sleep 0.1; done
 check "the mount process ends after an unmount" bash -c "! kill -0 $PID 2>/dev/null"
