@@ -164,16 +164,16 @@ lines=$(wc -l <"$M/changes/feed.jsonl")
 last=$(tail -n 1 "$M/changes/feed.jsonl" | grep -o '"sequence":[0-9]*' | cut -d: -f2)
 check "feed.jsonl has one line per change, 1..$last" test "$lines" = "$last"
 check "its lines are the change feed's entries" bash -c "grep -q '\"sequence\":1,' '$M/changes/feed.jsonl' && grep -c '\"action\":\"delete\"' '$M/changes/feed.jsonl' | grep -qv '^0$'"
-timeout 40 tail -n 0 -f "$M/changes/feed.jsonl" >"$SCRATCH/tail.out" 2>/dev/null &
+timeout 20 tail -n 0 -f "$M/changes/feed.jsonl" >"$SCRATCH/tail.out" 2>/dev/null &
 TAIL=$!
 # wait until tail has the file open (it reads from the end it sees then)
-for _ in $(seq 300); do ls -l /proc/$TAIL/fd 2>/dev/null | grep -q feed.jsonl && break; sleep 0.1; done
+for _ in $(seq 100); do ls -l /proc/$TAIL/fd 2>/dev/null | grep -q feed.jsonl && break; sleep 0.1; done
 sleep 0.2
 
 # an instance stored by another process appears in the mount, and in the feed
 "$DICOMFS" ingest "$A" "$CORPUS/rtstruct.dcm" >/dev/null 2>&1
 # caches last a second and tail polls every second: allow a few, slower under sanitizers
-for _ in $(seq 300); do grep -q '"sopInstanceUid":"1.2.826.0.1.3680043.8.498.2010020400001"' "$SCRATCH/tail.out" && break; sleep 0.1; done
+for _ in $(seq 100); do grep -q '"sopInstanceUid":"1.2.826.0.1.3680043.8.498.2010020400001"' "$SCRATCH/tail.out" && break; sleep 0.1; done
 check "an instance stored by another process appears" test -d "$M/studies/1.2.826.0.1.3680043.8.498.2010020400001.1"
 check "tail -f of feed.jsonl shows the new change" grep -q '"sopInstanceUid":"1.2.826.0.1.3680043.8.498.2010020400001"' "$SCRATCH/tail.out"
 kill "$TAIL" 2>/dev/null; wait "$TAIL" 2>/dev/null
@@ -183,7 +183,7 @@ exec 9<"$M/changes/latest.json"
 fusermount3 -uz "$M"
 for _ in $(seq 50); do kill -0 "$PID" 2>/dev/null || break; sleep 0.1; done
 exec 9<&-
-for _ in $(seq 300); do kill -0 "$PID" 2>/dev/null || break; sleep 0.1; done
+for _ in $(seq 50); do kill -0 "$PID" 2>/dev/null || break; sleep 0.1; done
 check "the mount process ends after an unmount" bash -c "! kill -0 $PID 2>/dev/null"
 wait "$PID"; rc=$?
 check "and exits 0" test $rc -eq 0
@@ -200,7 +200,7 @@ check "--sync-close: the instance is in the archive when cp returns" \
     test -n "$("$DICOMFS" find "$A" --level instance SOPInstanceUID=1.2.3.98.2 | grep 00080018)"
 mkdir -p "$M/inbox/cd/sub"
 cp "$CORPUS/MR_small.dcm" "$M/inbox/cd/sub/" && cp "$CORPUS/README.txt" "$M/inbox/cd/" 2>/dev/null
-for _ in $(seq 300); do [ ! -e "$M/inbox/cd/sub" ] && break; ls "$M/inbox" >/dev/null; sleep 0.1; done
+for _ in $(seq 100); do [ ! -e "$M/inbox/cd/sub" ] && break; ls "$M/inbox" >/dev/null; sleep 0.1; done
 check "a stored file and its emptied folder leave the inbox after --inbox-keep" test ! -e "$M/inbox/cd/sub"
 check "a failed file and its reason stay" test -f "$M/inbox/cd/README.txt" -a -f "$M/inbox/cd/README.txt.error"
 fusermount3 -u "$M"
