@@ -192,12 +192,18 @@ static store_status parse_path(const char *path, uint32_t *tag, char vr[3], stor
     return STORE_OK;
 }
 
-static json_t *member(json_t *obj, const char *name) /* the reference parses names ignoring case */
+/* Member NAME of OBJ, its case ignored as the reference parses names. Two members that
+ * differ only in case ("queryStatus" and "QUERYSTATUS") are ambiguous: none is taken
+ * (jansson's order would decide otherwise), so the request is refused as lacking it. */
+static json_t *member(json_t *obj, const char *name)
 {
     const char *k;
-    json_t *v;
-    json_object_foreach(obj, k, v) if (strcasecmp(k, name) == 0) return v;
-    return NULL;
+    json_t *v, *found = NULL;
+    json_object_foreach(obj, k, v) if (strcasecmp(k, name) == 0) {
+        if (found) return NULL;
+        found = v;
+    }
+    return found;
 }
 
 static char *dump(json_t *j)

@@ -188,6 +188,10 @@ static void errors_disable_and_mark(store_t *s)
     CHECK(store_find(s, &q, &r, &err) == STORE_OK && r.count == 1 && strcmp(r.erroneous, "00091001") == 0,
           "the query finds the one indexable value and reports the tag as erroneous: %zu '%s'", r.count, r.erroneous);
     store_find_result_clear(&r);
+    const char *twice = "{\"QUERYSTATUS\":\"enabled\",\"queryStatus\":\"disabled\"}";
+    out = NULL;
+    CHECK(store_xqt_update(s, "00091001", twice, strlen(twice), "", &out, &err) == STORE_EINVAL,
+          "queryStatus given twice in different cases: refused, not decided by member order");
     const char *bad = "{\"queryStatus\":\"maybe\"}";
     out = NULL;
     CHECK(store_xqt_update(s, "00091001", bad, strlen(bad), "", &out, &err) == STORE_EINVAL, "queryStatus maybe: refused");
