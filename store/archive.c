@@ -1,16 +1,19 @@
 /* archive.c — opening an archive directory: layout, locking, connections, crash repair.
  *
  * Layout: index.db (SQLite, WAL), objects/xx/<32 hex>.dcm (immutable), tmp/ (uploads in
- * progress, <id>.part, and pending markers, <32 hex>.pending), lock.
+ * progress, <id>.part, and one <id>.open file per process that changes objects/), lock.
  *
- * Repair rule: before the commit thread renames an object into objects/, it creates an
- * empty marker tmp/<its 32 hex>.pending; delete does the same before its transaction.
- * A marked object that no index row refers to was never acknowledged (or was deleted),
- * so repair removes it. Markers cost no sync: creating one is journaled before the
- * rename that follows it, so a rename that survives a crash has its marker too (ext4's
- * ordered metadata journal; the archive assumes such a file system). Repair runs only
- * when no other process has the archive open (exclusive flock), because another
- * process's markers may belong to a commit in progress. */
+ * Repair rule: an object file that no index row names was never acknowledged (a crash
+ * between its rename and the COMMIT) or was deleted (a crash between the COMMIT and the
+ * unlink). Such files can only exist after a process ended without store_close. So a
+ * process creates tmp/<id>.open, synced with its directory, before its first rename into
+ * or unlink from objects/, and removes it when it closes the archive. When an exclusive
+ * open finds one left behind, repair compares objects/ with the index and removes the
+ * files no row names. Nothing here relies on the file system's ordering of metadata (a
+ * journal): the .open file is durable before anything it covers happens, and a lost
+ * removal only costs one needless scan. Per object this costs nothing (no marker files:
+ * one inode per stored instance). Repair runs only when no other process has the archive
+ * open (exclusive flock), since another process's objects may be mid-commit. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -55,17 +58,37 @@ void store_format_time(int64_t us, char out[40])
     snprintf(out, 40, "%.19s.%06d+00:00", date, (int)(us % 1000000));
 }
 
+/* Names need uniqueness, not secrecy: a per-thread xorshift generator seeded from
+ * getrandom once saves a system call per name (two per stored instance). O_EXCL on the
+ * upload and the 128 bits of a name keep collisions out of reach. */
+static uint64_t next_random(void)
+{
+    static _Thread_local uint64_t st[2];
+    if (!st[0] && !st[1]) {
+        if (getrandom(st, sizeof st, 0) != (ssize_t)sizeof st || (!st[0] && !st[1])) {
+            st[0] = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32) ^ (uint64_t)(uintptr_t)&st;
+            st[1] = (uint64_t)clock() ^ 0x9e3779b97f4a7c15ull;
+        }
+    }
+    uint64_t x = st[0], y = st[1]; /* xorshift128+ */
+    st[0] = y;
+    x ^= x << 23;
+    st[1] = x ^ y ^ (x >> 17) ^ (y >> 26);
+    return st[1] + y;
+}
+
 void store_random_hex(char *out, size_t nbytes)
 {
-    unsigned char b[32];
-    if (nbytes > sizeof b) nbytes = sizeof b;
-    if (getrandom(b, nbytes, 0) != (ssize_t)nbytes) {
-        /* getrandom cannot fail for small sizes after boot; keep names unique anyway. */
-        static _Atomic unsigned long counter;
-        unsigned long c = ++counter;
-        for (size_t i = 0; i < nbytes; i++) b[i] = (unsigned char)((c >> (i % 8 * 8)) ^ (unsigned)getpid() ^ (unsigned)time(NULL));
+    static const char hex[] = "0123456789abcdef";
+    uint64_t r = 0;
+    for (size_t i = 0; i < nbytes; i++) {
+        if (i % 8 == 0) r = next_random();
+        unsigned b = (unsigned)(r & 0xff);
+        r >>= 8;
+        out[2 * i] = hex[b >> 4];
+        out[2 * i + 1] = hex[b & 15];
     }
-    for (size_t i = 0; i < nbytes; i++) sprintf(out + 2 * i, "%02x", b[i]);
+    out[2 * nbytes] = 0;
 }
 
 int64_t partition_key(db_t *db, const char *name, bool create)
@@ -176,29 +199,6 @@ static int make_layout(const char *dir, bool create, store_err *err)
     return STORE_OK;
 }
 
-static bool object_is_indexed(db_t *db, const char *name)
-{
-    sqlite3_stmt *st = NULL;
-    sqlite3_prepare_v2(db->h, "SELECT 1 FROM instance WHERE object=?1", -1, &st, NULL);
-    sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
-    bool found = sqlite3_step(st) == SQLITE_ROW;
-    sqlite3_finalize(st);
-    return found;
-}
-
-/* Applies the repair rule to the object a marker names; returns 1 when removed. */
-static size_t repair_marker(store_t *s, const char *marker)
-{
-    char hex[33];
-    if (strlen(marker) != 32 + 8 || strspn(marker, "0123456789abcdef") != 32) return 0;
-    memcpy(hex, marker, 32);
-    hex[32] = 0;
-    char name[64];
-    snprintf(name, sizeof name, "objects/%.2s/%s.dcm", hex, hex);
-    if (object_is_indexed(s->writer, name)) return 0;
-    return unlinkat(s->dirfd, name, 0) == 0;
-}
-
 size_t store_repair(store_t *s)
 {
     char tmp[PATH_MAX];
@@ -206,6 +206,7 @@ size_t store_repair(store_t *s)
     DIR *d = opendir(tmp);
     if (!d) return 0;
     size_t repaired = 0;
+    bool unclean = false;
     struct dirent *e;
     pthread_mutex_lock(&s->write_lock);
     while ((e = readdir(d)) != NULL) {
@@ -213,11 +214,15 @@ size_t store_repair(store_t *s)
         char path[PATH_MAX + 256];
         snprintf(path, sizeof path, "%s/%s", tmp, e->d_name);
         size_t len = strlen(e->d_name);
-        if (len > 8 && strcmp(e->d_name + len - 8, ".pending") == 0) repaired += repair_marker(s, e->d_name);
+        /* .pending: the per-object markers of earlier versions mean the same */
+        if ((len > 5 && strcmp(e->d_name + len - 5, ".open") == 0) ||
+            (len > 8 && strcmp(e->d_name + len - 8, ".pending") == 0))
+            unclean = true;
         if (unlink(path) == 0) repaired++;
     }
-    pthread_mutex_unlock(&s->write_lock);
     closedir(d);
+    if (unclean) repaired += fsck_remove_orphans(s, s->writer);
+    pthread_mutex_unlock(&s->write_lock);
     if (repaired) syncfs(s->dirfd); /* only then: a read-only open must not flush the disk */
     return repaired;
 }
@@ -310,6 +315,8 @@ void store_close(store_t *s)
     if (!s) return;
     if (s->xqt) xqt_stop(s); /* between two batches */
     commit_stop(s);
+    /* Every rename and unlink of this process is settled: nothing left to repair. */
+    if (s->open_mark[0]) unlinkat(s->dirfd, s->open_mark, 0);
     for (int i = 0; i < s->n_idle; i++) db_close(s->idle[i]);
     if (s->writer) {
         /* Fold the WAL back when we are the last user, so the archive is one file. */
@@ -335,34 +342,26 @@ void store_close(store_t *s)
     free(s);
 }
 
-/* "objects/xx/<hex>.dcm" -> "tmp/<hex>.pending" */
-static void marker_of(const char *object, char out[64])
+int store_mark_unclean(store_t *s)
 {
-    snprintf(out, 64, "tmp/%.32s.pending", object + 11);
-}
-
-int pending_mark(store_t *s, const char *const *objects, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        char marker[64];
-        marker_of(objects[i], marker);
-        int fd = openat(s->dirfd, marker, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
-        if (fd < 0) {
-            pending_clear(s, objects, i);
-            return -1;
-        }
-        close(fd);
+    if (s->open_mark[0]) return 0;
+    char id[17], rel[32];
+    store_random_hex(id, 8);
+    snprintf(rel, sizeof rel, "tmp/%s.open", id);
+    int fd = openat(s->dirfd, rel, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0) return -1;
+    int dfd = openat(s->dirfd, "tmp", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int rc = fsync(fd) == 0 && dfd >= 0 && fsync(dfd) == 0 ? 0 : -1;
+    int saved = errno;
+    close(fd);
+    if (dfd >= 0) close(dfd);
+    if (rc != 0) {
+        unlinkat(s->dirfd, rel, 0);
+        errno = saved;
+        return -1;
     }
+    snprintf(s->open_mark, sizeof s->open_mark, "%s", rel);
     return 0;
-}
-
-void pending_clear(store_t *s, const char *const *objects, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        char marker[64];
-        marker_of(objects[i], marker);
-        unlinkat(s->dirfd, marker, 0);
-    }
 }
 
 void store_on_change(store_t *s, store_change_fn fn, void *ctx)

@@ -3,7 +3,7 @@
  *
  *   BEGIN IMMEDIATE; insert each item's rows (a savepoint each: a duplicate fails alone,
  *                    or is already stored when identical_ok finds the same bytes)
- *   create each object's pending marker (for crash repair; no sync needed, archive.c)
+ *   (once per process: tmp/<id>.open, which tells repair to look; archive.c)
  *   rename tmp -> objects/xx/<name>.dcm
  *   sync data and renames (fdatasync + directory fsync per file for 1-2 items, else
  *                          one syncfs for the whole group)
@@ -11,7 +11,7 @@
  *
  * So N instances that arrive together cost two syncs, not 2N. Nothing reads an object
  * before its row commits, so renaming before the sync is safe; a crash before COMMIT
- * leaves objects that no row names, and their markers let repair remove them.
+ * leaves objects that no row names, which repair removes (archive.c).
  *
  * While other uploads are still being received, or a caller announced more items
  * (store_expect), the thread waits a moment (at most GATHER_US) for them to join the
@@ -66,30 +66,27 @@ static void unlink_objects(store_t *s, store_item **v, size_t n)
 /* Makes the survivors (rows already inserted, transaction open) durable. */
 static void make_durable(store_t *s, db_t *db, store_item **v, size_t n)
 {
-    const char **names = calloc(n, sizeof *names);
-    if (!names) abort();
-    for (size_t i = 0; i < n; i++) names[i] = v[i]->object;
     const char *failed = NULL;
+    store_status status = STORE_EIO; /* of the failure: STORE_ENOSPC when the disk is full */
     size_t renamed = 0;
-    bool marked = pending_mark(s, names, n) == 0;
-    if (!marked) failed = strerror(errno);
+    if (store_mark_unclean(s) != 0) failed = strerror(errno), status = store_errno_status(errno);
     for (; !failed && renamed < n; renamed++) {
         char to[PATH_MAX];
         store_path(s, v[renamed]->object, to);
-        if (rename(v[renamed]->tmp, to) != 0) failed = strerror(errno);
+        if (rename(v[renamed]->tmp, to) != 0) failed = strerror(errno), status = store_errno_status(errno);
         else v[renamed]->tmp[0] = 0;
     }
-    if (!failed && sync_group(s, v, n) != 0) failed = strerror(errno);
+    if (!failed && sync_group(s, v, n) != 0) failed = strerror(errno), status = store_errno_status(errno);
     store_err err;
     /* No statement may still be on a row at COMMIT: SQLite's automatic checkpoint after
      * the commit is refused while the connection has active statements, and the WAL
      * would then grow without end. */
     db_idle(db);
-    if (!failed && db_exec(db, "COMMIT", &err) != SQLITE_OK) failed = err.msg;
+    if (!failed && db_exec(db, "COMMIT", &err) != SQLITE_OK) failed = err.msg, status = err.status;
     if (failed) {
         db_exec(db, "ROLLBACK", NULL);
         unlink_objects(s, v, renamed);
-        reject_all(v, n, STORE_EIO, failed);
+        reject_all(v, n, status, failed);
     } else {
         for (size_t i = 0; i < n; i++) {
             v[i]->final = true;
@@ -97,8 +94,6 @@ static void make_durable(store_t *s, db_t *db, store_item **v, size_t n)
         }
         store_notify_change(s);
     }
-    if (marked) pending_clear(s, names, n);
-    free(names);
 }
 
 /* An item found identical to one committed in the same group (identical_ok). */
@@ -134,10 +129,10 @@ static void commit_group(store_t *s, store_item **v, size_t n)
     twin *twins = NULL;
     for (size_t i = 0; i < n; i++) {
         store_item *item = v[i];
-        db_exec(db, "SAVEPOINT item", NULL);
+        db_run(db, ST_SAVEPOINT);
         int rc = index_insert(s, db, item, &err);
-        if (rc != SQLITE_OK) db_exec(db, "ROLLBACK TO item", NULL);
-        db_exec(db, "RELEASE item", NULL);
+        if (rc != SQLITE_OK) db_run(db, ST_ROLLBACK_TO);
+        db_run(db, ST_RELEASE);
         if (rc == SQLITE_CONSTRAINT) {
             const store_item *first = holder(v, kept, item);
             item_settle_duplicate(s, item, first);

@@ -27,12 +27,16 @@
 
 #include <jansson.h>
 
+#include <errno.h>
+#include <fcntl.h>
 #include <iconv.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <sstream>
 #include <string>
@@ -98,21 +102,55 @@ static void read_attr(DcmDataset *ds, const DcmTagKey &key, dcm_attr *out)
     out->value[len] = 0;
 }
 
+/* ---- The file being parsed ----------------------------------------------------------- */
+
+/* DCMTK opens the file by name itself; our own small reads (the first bytes, frame
+ * headers) use the caller's descriptor when there is one instead of reopening it. */
+struct source {
+    const char *path;
+    int fd; /* -1: open PATH for each read */
+};
+
+static bool read_at(const source &src, long long off, void *buf, size_t n)
+{
+    int fd = src.fd >= 0 ? src.fd : open(src.path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return false;
+    size_t got = 0;
+    while (got < n) {
+        ssize_t r = pread(fd, (char *)buf + got, n - got, (off_t)(off + (long long)got));
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) break;
+        got += (size_t)r;
+    }
+    if (src.fd < 0) close(fd);
+    return got == n;
+}
+
+static long long source_size(const source &src)
+{
+    struct stat sb;
+    if (src.fd >= 0) return fstat(src.fd, &sb) == 0 ? (long long)sb.st_size : -1;
+    return stat(src.path, &sb) == 0 ? (long long)sb.st_size : -1;
+}
+
 /* ---- Recognising DICOM -------------------------------------------------------------- */
 
 /* A Part-10 file has "DICM" at 128. Without it DCMTK still parses bare datasets, and
  * also parses any text as implicit-VR garbage; accept a bare dataset only when it
  * starts with a group a real one starts with. */
-static bool looks_like_dicom(const char *path, char *err, size_t errlen)
+static bool looks_like_dicom(const source &src, char *err, size_t errlen)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
+    unsigned char b[132];
+    long long size = source_size(src);
+    if (size < 0) {
         snprintf(err, errlen, "cannot open: %s", strerror(errno));
         return false;
     }
-    unsigned char b[132];
-    size_t n = fread(b, 1, sizeof b, f);
-    fclose(f);
+    size_t n = size < (long long)sizeof b ? (size_t)size : sizeof b;
+    if (n > 0 && !read_at(src, 0, b, n)) {
+        snprintf(err, errlen, "cannot read: %s", strerror(errno));
+        return false;
+    }
     if (n == 0) {
         snprintf(err, errlen, "not a DICOM file: the file is empty");
         return false;
@@ -266,8 +304,13 @@ static void reencode_text(DcmDataset *ds, const char *const guess[3])
         char *raw = NULL;
         Uint32 len = el->getLength();
         if (len == 0 || el->getString(raw).bad() || !raw) continue;
-        std::string in(raw, strnlen(raw, len));
-        if (valid_utf8(in.data(), in.size()) && in.find('\x1b') == std::string::npos) continue;
+        /* A NUL ends the value: the JSON writer would carry the bytes after it (\u0000 and
+         * all), which the store's own readers (jansson) and strict clients refuse. */
+        size_t n = strnlen(raw, len);
+        std::string in(raw, n);
+        bool nul = false; /* bytes after a NUL (not just NUL padding) */
+        for (size_t k = n; k < len && !nul; k++) nul = raw[k] != 0;
+        if (!nul && valid_utf8(in.data(), in.size()) && in.find('\x1b') == std::string::npos) continue;
         bool ok = false;
         std::string out = in;
         for (int i = 0; i < 3 && guess[i] && !ok; i++)
@@ -443,14 +486,10 @@ static long long pixel_value_offset_by_parse(const char *path)
     return (long long)in.tell();
 }
 
-static bool read_at(FILE *f, long long off, void *buf, size_t n)
-{
-    return fseeko(f, off, SEEK_SET) == 0 && fread(buf, 1, n, f) == n;
-}
 
 static uint32_t le32(const unsigned char *b) { return b[0] | b[1] << 8 | b[2] << 16 | (uint32_t)b[3] << 24; }
 
-static void frames_native(const char *path, DcmDataset *ds, DcmElement *px, uint32_t count,
+static void frames_native(const source &src, DcmDataset *ds, DcmElement *px, uint32_t count,
                           bool big_endian, dcm_frames *fr)
 {
     Uint16 rows = 0, cols = 0, spp = 1, bits = 0;
@@ -463,14 +502,11 @@ static void frames_native(const char *path, DcmDataset *ds, DcmElement *px, uint
     uint64_t size = bits_per_frame / 8;
     if (count > px->getLength() / size) return; /* (not size * count: it can wrap) */
     long long off = deferred_offset(px);
-    if (off < 0) off = pixel_value_offset_by_parse(path);
+    if (off < 0) off = pixel_value_offset_by_parse(src.path);
     if (off < 4) return;
     /* Check the four bytes before the value: they must be its length. */
-    FILE *f = fopen(path, "rb");
-    if (!f) return;
     unsigned char b[4];
-    bool ok = read_at(f, off - 4, b, 4);
-    fclose(f);
+    bool ok = read_at(src, off - 4, b, 4);
     uint32_t len = big_endian ? (uint32_t)b[0] << 24 | b[1] << 16 | b[2] << 8 | b[3] : le32(b);
     if (!ok || len != px->getLength()) return;
     fr->kind = 1;
@@ -479,13 +515,11 @@ static void frames_native(const char *path, DcmDataset *ds, DcmElement *px, uint
     fr->frame_size = size;
 }
 
-static void frames_encapsulated(const char *path, uint32_t count, dcm_frames *fr)
+static void frames_encapsulated(const source &f, uint32_t count, dcm_frames *fr)
 {
-    long long pos = pixel_value_offset_by_parse(path);
-    FILE *f = pos > 0 ? fopen(path, "rb") : NULL;
-    if (!f) return;
-    fseeko(f, 0, SEEK_END);
-    long long fsize = ftello(f);
+    long long pos = pixel_value_offset_by_parse(f.path);
+    long long fsize = pos > 0 ? source_size(f) : -1;
+    if (fsize < 0) return;
     std::vector<uint64_t> items; /* value offset, length */
     std::vector<long long> headers;
     unsigned char b[8];
@@ -507,7 +541,6 @@ static void frames_encapsulated(const char *path, uint32_t count, dcm_frames *fr
         bot.resize(items[1]);
         if (!read_at(f, (long long)items[0], bot.data(), bot.size())) items.clear();
     }
-    fclose(f);
     if (items.size() < 4) return; /* need the offset table item and one fragment */
     uint32_t nfrag = (uint32_t)(items.size() / 2 - 1);
     if (count > nfrag) return; /* every frame has a fragment; also bounds a hostile count */
@@ -540,7 +573,7 @@ static void frames_encapsulated(const char *path, uint32_t count, dcm_frames *fr
     memcpy(fr->first, first.data(), sizeof(uint32_t) * (count + 1));
 }
 
-static void find_frames(const char *path, DcmDataset *ds, E_TransferSyntax xfer, dcm_frames *fr)
+static void find_frames(const source &src, DcmDataset *ds, E_TransferSyntax xfer, dcm_frames *fr)
 {
     DcmElement *px = NULL;
     if (ds->findAndGetElement(DCM_PixelData, px).bad() || !px) return;
@@ -552,52 +585,114 @@ static void find_frames(const char *path, DcmDataset *ds, E_TransferSyntax xfer,
     DcmXfer x(xfer);
     if (x.getStreamCompression() != ESC_none || xfer == EXS_Unknown) return;
     if (x.isEncapsulated())
-        frames_encapsulated(path, (uint32_t)n, fr);
+        frames_encapsulated(src, (uint32_t)n, fr);
     else
-        frames_native(path, ds, px, (uint32_t)n, x.isBigEndian(), fr);
+        frames_native(src, ds, px, (uint32_t)n, x.isBigEndian(), fr);
 }
 
 /* ---- Parse -------------------------------------------------------------------------- */
 
-/* The requested attributes as one DICOM JSON object, and the requested first values. */
-static void extract(DcmDataset *ds, const dcm_request *req, dcm_parsed *out)
+/* An ostream that appends to a std::string: DCMTK's writer goes straight into the
+ * metadata text, and each element's span of it can be copied (no stringstream copies). */
+struct append_buf : std::streambuf {
+    std::string &s;
+    explicit append_buf(std::string &to) : s(to) {}
+    int_type overflow(int_type c) override
+    {
+        if (c != traits_type::eof()) s.push_back((char)c);
+        return c;
+    }
+    std::streamsize xsputn(const char *p, std::streamsize n) override
+    {
+        s.append(p, (size_t)n);
+        return n;
+    }
+};
+
+static bool sorted_has(const uint32_t *v, size_t n, uint32_t tag)
+{
+    size_t lo = 0, hi = n;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (v[mid] == tag) return true;
+        if (v[mid] < tag) lo = mid + 1;
+        else hi = mid;
+    }
+    return false;
+}
+
+/* The metadata, the requested attributes (attrs) and the requested first values in one
+ * walk over the top-level elements: each element is written by DCMTK once (its writer is
+ * the biggest cost of ingest) and its text copied into attrs when requested. The
+ * metadata is what writeJsonExt(braces) writes: "{" elements joined by "," "}", group
+ * lengths left out (tests/metadata_json.py and the corpus compare the two). */
+static OFCondition write_json(DcmDataset *ds, const dcm_request *req, dcm_parsed *out, std::string &meta)
 {
     DcmJsonFormatCompact fmt(OFFalse);
-    std::ostringstream json;
-    json << '{';
-    bool first = true;
-    for (size_t i = 0; i < req->n_attr_tags; i++) {
-        DcmTagKey key((Uint16)(req->attr_tags[i] >> 16), (Uint16)(req->attr_tags[i] & 0xFFFF));
-        DcmElement *el = NULL;
-        if (ds->findAndGetElement(key, el, OFFalse).bad() || !el) continue;
-        if (!first) json << ',';
-        first = false;
-        el->writeJson(json, fmt);
+    meta.assign(1, '{');
+    std::string attrs(1, '{');
+    append_buf buf(meta);
+    std::ostream os(&buf);
+    std::vector<DcmElement *> found(req->n_value_tags, (DcmElement *)NULL);
+    OFCondition c = EC_Normal;
+    for (DcmObject *obj = ds->nextInContainer(NULL); obj; obj = ds->nextInContainer(obj)) {
+        DcmElement *el = OFstatic_cast(DcmElement *, obj);
+        uint32_t tag = (uint32_t)el->getGTag() << 16 | el->getETag();
+        if (el->getETag() == 0) continue; /* group lengths: writeJsonExt leaves them out too */
+        size_t from = meta.size();
+        if (from > 1) meta.push_back(',');
+        size_t text = meta.size();
+        c = el->writeJson(os, fmt);
+        if (c.bad()) return c;
+        if (meta.size() == text) meta.resize(from); /* wrote nothing: no separator either */
+        else if (sorted_has(req->attr_tags, req->n_attr_tags, tag)) {
+            if (attrs.size() > 1) attrs.push_back(',');
+            attrs.append(meta, text, std::string::npos);
+        }
+        for (size_t i = 0; i < req->n_value_tags; i++)
+            if (req->value_tags[i] == tag) found[i] = el;
     }
-    json << '}';
-    out->attrs_json = dup_string(json.str());
+    meta.push_back('}');
+    attrs.push_back('}');
+    out->attrs_json = dup_string(attrs);
 
     out->values = (dcm_value *)calloc(req->n_value_tags ? req->n_value_tags : 1, sizeof *out->values);
     if (!out->values) abort();
-    for (size_t i = 0; i < req->n_value_tags; i++) {
-        DcmTagKey key((Uint16)(req->value_tags[i] >> 16), (Uint16)(req->value_tags[i] & 0xFFFF));
-        DcmElement *el = NULL;
+    for (size_t i = 0; i < req->n_value_tags; i++) { /* in the request's order */
+        DcmElement *el = found[i];
         OFString v;
-        if (ds->findAndGetElement(key, el, OFFalse).bad() || !el || el->ident() == EVR_SQ || el->getVM() == 0 ||
-            el->getOFString(v, 0, OFTrue).bad() || v.empty())
+        if (!el || el->ident() == EVR_SQ || el->getVM() == 0 || el->getOFString(v, 0, OFTrue).bad() || v.empty())
             continue;
         dcm_value *dv = &out->values[out->n_values++];
         dv->tag = req->value_tags[i];
         dv->text = dup_string(v.c_str());
         dv->multiple = el->getVM() > 1;
     }
+    return EC_Normal;
+}
+
+static void free_values(dcm_parsed *out)
+{
+    free(out->attrs_json);
+    out->attrs_json = NULL;
+    for (size_t i = 0; i < out->n_values; i++) free(out->values[i].text);
+    free(out->values);
+    out->values = NULL;
+    out->n_values = 0;
 }
 
 extern "C" int dcm_parse(const char *path, const dcm_request *req, dcm_parsed *out, char *err, size_t errlen)
 {
+    return dcm_parse_fd(path, -1, req, out, err, errlen);
+}
+
+extern "C" int dcm_parse_fd(const char *path, int fd, const dcm_request *req, dcm_parsed *out, char *err,
+                            size_t errlen)
+{
     memset(out, 0, sizeof *out);
     if (dcm_global_init(err, errlen) != 0) return -1;
-    if (!looks_like_dicom(path, err, errlen)) return -1;
+    const source src = {path, fd};
+    if (!looks_like_dicom(src, err, errlen)) return -1;
     DcmFileFormat ff;
     OFCondition c = ff.loadFile(path, EXS_Unknown, EGL_noChange, 4096, ERM_autoDetect);
     if (c.bad()) {
@@ -632,31 +727,25 @@ extern "C" int dcm_parse(const char *path, const dcm_request *req, dcm_parsed *o
     read_attr(ds, DCM_PatientID, &out->patient_id);
 
     try {
-        find_frames(path, ds, xfer, &out->frames);
+        find_frames(src, ds, xfer, &out->frames);
         convert_to_utf8(ds);
         prune(ds, req->validate, out);
-        extract(ds, req, out);
-        DcmJsonFormatCompact fmt(OFFalse);
-        std::ostringstream json;
-        c = ds->writeJsonExt(json, fmt, OFTrue, OFTrue);
-        if (c.good() && !valid_utf8(json.str().data(), json.str().size())) {
-            /* Declared UTF-8 (or converted) yet not UTF-8 throughout: scrub, write again. */
+        std::string json;
+        c = write_json(ds, req, out, json);
+        if (c.good() && (!valid_utf8(json.data(), json.size()) || json.find("\\u0000") != std::string::npos)) {
+            /* Declared UTF-8 (or converted) yet not UTF-8 throughout, or a value with a NUL
+             * inside: scrub, write again. */
             const char *none[3] = {NULL, NULL, NULL};
             reencode_text(ds, none);
-            free(out->attrs_json);
-            for (size_t i = 0; i < out->n_values; i++) free(out->values[i].text);
-            free(out->values);
-            out->n_values = 0;
-            extract(ds, req, out);
-            json.str("");
-            c = ds->writeJsonExt(json, fmt, OFTrue, OFTrue);
+            free_values(out);
+            c = write_json(ds, req, out, json);
         }
         if (c.bad()) {
             snprintf(err, errlen, "cannot encode the metadata as DICOM JSON: %s", c.text());
             dcm_parsed_free(out);
             return -1;
         }
-        out->metadata_json = dup_string(json.str());
+        out->metadata_json = dup_string(json);
     } catch (const std::exception &e) {
         snprintf(err, errlen, "cannot process the dataset: %s", e.what());
         dcm_parsed_free(out);

@@ -81,6 +81,9 @@ typedef struct {
  * the reason in ERR. The required attributes above are never dropped by validation;
  * dropped attributes are absent from metadata, attrs and values alike. */
 int dcm_parse(const char *path, const dcm_request *req, dcm_parsed *out, char *err, size_t errlen);
+/* The same, with FD open for reading on the same file: the adapter's own small reads use
+ * it instead of reopening PATH (DCMTK still opens PATH once). */
+int dcm_parse_fd(const char *path, int fd, const dcm_request *req, dcm_parsed *out, char *err, size_t errlen);
 void dcm_parsed_free(dcm_parsed *p);
 
 /* ---- Reading for retrieval (WADO-RS) ---------------------------------------------- */

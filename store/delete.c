@@ -4,8 +4,8 @@
  * change-feed row each, and brings the parents up to date: an emptied series or study
  * goes; otherwise its newest remaining instance becomes its representative ("latest
  * wins" again) and its counters and searchable values are recomputed. The object files
- * go after the commit; each has a pending marker first, so a crash in between leaves
- * nothing that repair would not remove. */
+ * go after the commit; the process's tmp/<id>.open exists first, so a crash in between
+ * leaves nothing that repair would not remove (archive.c). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -201,23 +201,17 @@ store_status store_delete(store_t *s, const char *partition, const char *study, 
         free(v);
         return store_seterr(err, STORE_ENOTFOUND, "the %s to delete was not found", sop ? "instance" : series ? "series" : "study");
     }
-    const char **names = calloc(n, sizeof *names);
-    if (!names) abort();
-    for (size_t i = 0; i < n; i++) names[i] = v[i].object;
-    bool marked = pending_mark(s, names, n) == 0;
-    int rc = !marked ? SQLITE_IOERR : remove_rows(s, db, part, v, n);
+    int rc = store_mark_unclean(s) != 0 ? SQLITE_IOERR : remove_rows(s, db, part, v, n);
     db_idle(db); /* see commit.c: active statements would block the checkpoint */
     if (rc == SQLITE_OK) rc = db_exec(db, "COMMIT", err);
     if (rc != SQLITE_OK) {
-        status = store_seterr(err, STORE_EIO, "delete failed: %s", sqlite3_errmsg(db->h));
+        status = store_seterr(err, db_status(sqlite3_errcode(db->h)), "delete failed: %s", sqlite3_errmsg(db->h));
         db_exec(db, "ROLLBACK", NULL);
     } else {
         for (size_t i = 0; i < n; i++) unlinkat(s->dirfd, v[i].object, 0);
         if (deleted) *deleted = n;
         store_notify_change(s);
     }
-    if (marked) pending_clear(s, names, n);
-    free(names);
     db_idle(db);
     pthread_mutex_unlock(&s->write_lock);
     free(v);

@@ -18,6 +18,7 @@ typedef struct {
 } logger;
 
 static void say(const logger *l, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static size_t check_objects(store_t *s, db_t *db, const logger *l, bool repair, store_fsck_report *r);
 static void say(const logger *l, const char *fmt, ...)
 {
     if (!l->log) return;
@@ -27,6 +28,14 @@ static void say(const logger *l, const char *fmt, ...)
     vsnprintf(line, sizeof line, fmt, ap);
     va_end(ap);
     l->log(line, l->ctx);
+}
+
+size_t fsck_remove_orphans(store_t *s, db_t *db)
+{
+    logger quiet = {NULL, NULL};
+    store_fsck_report r;
+    memset(&r, 0, sizeof r);
+    return check_objects(s, db, &quiet, true, &r);
 }
 
 /* Runs a query whose rows are problems; logs each with PREFIX and returns the count. */

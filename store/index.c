@@ -490,7 +490,7 @@ int index_insert(store_t *s, db_t *db, store_item *item, store_err *err)
     rc = step_done(st);
 out:
     if (rc != SQLITE_OK && rc != SQLITE_CONSTRAINT)
-        store_seterr(err, rc == SQLITE_BUSY ? STORE_EBUSY : STORE_EIO, "index: %s", sqlite3_errmsg(db->h));
+        store_seterr(err, db_status(rc), "index: %s", sqlite3_errmsg(db->h));
     free(study_ix);
     free(series_ix);
     return rc;

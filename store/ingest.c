@@ -142,14 +142,14 @@ static void copy_uids(store_item *item, const dcm_parsed *p)
     snprintf(r->series_uid, sizeof r->series_uid, "%.64s", p->series_uid.value);
 }
 
-static void prepare(store_t *s, store_item *item, const store_ingest_opts *o)
+static void prepare(store_t *s, store_item *item, int fd, const store_ingest_opts *o)
 {
     dcm_parsed p;
     char why[400];
     bool v1 = o && o->api_version == 1;
     dcm_request req = {.validate = true};
     index_request(s, &req);
-    if (dcm_parse(item->tmp, &req, &p, why, sizeof why) != 0) {
+    if (dcm_parse_fd(item->tmp, fd, &req, &p, why, sizeof why) != 0) {
         item_reject(item, STORE_EREJECTED, STORE_FAIL_PROCESSING, "%s", why);
         return;
     }
@@ -287,18 +287,19 @@ store_item *store_upload_finish(store_upload *up, const store_ingest_opts *o)
     store_item *item = calloc(1, sizeof *item);
     if (!item) abort();
     item->size = up->size;
-    /* Items keep no descriptor: a STOW of thousands of parts must not run out of them. */
-    close(up->fd);
     memcpy(item->tmp, up->path, sizeof item->tmp);
     snprintf(item->partition, sizeof item->partition, "%s", o && o->partition ? o->partition : STORE_DEFAULT_PARTITION);
     store_t *s = up->store;
-    bool failed = up->failed;
+    store_status failed = up->failed;
+    if (failed)
+        item_reject(item, failed, STORE_FAIL_PROCESSING, "the upload could not be written to the archive's disk%s",
+                    failed == STORE_ENOSPC ? ": the disk is full" : "");
+    else
+        prepare(s, item, up->fd, o);
+    /* Items keep no descriptor: a STOW of thousands of parts must not run out of them. */
+    close(up->fd);
     free(up);
     upload_done(s);
-    if (failed)
-        item_reject(item, STORE_EIO, STORE_FAIL_PROCESSING, "the upload could not be written to the archive's disk");
-    else
-        prepare(s, item, o);
     item->identical_ok = o && o->identical_ok;
     store_item_settle(s, item);
     return item;

@@ -61,6 +61,9 @@ typedef enum {
     ST_SERIES_EXISTS,
     ST_XQT_GEN,
     ST_FEED_LAST_TIME,
+    ST_SAVEPOINT,
+    ST_RELEASE,
+    ST_ROLLBACK_TO,
     ST_COUNT
 } stmt_id;
 
@@ -74,6 +77,12 @@ sqlite3_stmt *db_stmt(db_t *db, stmt_id id);
 db_t *db_open(const char *path, bool create, store_err *err);
 void db_close(db_t *db);
 int db_exec(db_t *db, const char *sql, store_err *err); /* SQLITE_OK or an error, err filled */
+/* The store status of an SQLite error: busy, a full disk (SQLITE_FULL), or I/O. */
+static inline store_status db_status(int rc)
+{
+    return (rc & 0xff) == SQLITE_BUSY ? STORE_EBUSY : (rc & 0xff) == SQLITE_FULL ? STORE_ENOSPC : STORE_EIO;
+}
+int db_run(db_t *db, stmt_id id); /* steps a cached statement without bindings once (SAVEPOINT …) */
 int schema_create(db_t *db, store_err *err);
 
 /* ---- The store -------------------------------------------------------------------- */
@@ -92,6 +101,7 @@ struct store {
     char *dir;
     int dirfd;
     int lockfd;
+    char open_mark[32]; /* tmp/<id>.open once this process changes objects/ */
 
     pthread_mutex_t pool_lock;
     db_t *idle[POOL_MAX];
@@ -271,13 +281,15 @@ int index_clear_tag(db_t *db, int64_t key, uint32_t tag);
 /* Starts the commit thread if needed (commit.c); drains and stops it (store_close). */
 void commit_stop(store_t *s);
 
-/* archive.c: temp-file names and the pending-list protocol used for crash repair. */
+/* archive.c: temp-file names and crash repair (the rule is at the top of archive.c). */
 void store_random_hex(char *out, size_t nbytes); /* 2*nbytes hex digits + NUL */
 size_t store_repair(store_t *s); /* applies the repair rule; returns files removed */
-/* Creates the empty marker tmp/<hex>.pending of each object ("objects/xx/<hex>.dcm")
- * about to appear in or leave objects/ (see archive.c); 0, or -1 with none left. */
-int pending_mark(store_t *s, const char *const *objects, size_t n);
-void pending_clear(store_t *s, const char *const *objects, size_t n);
+/* Before this process's first rename into or unlink from objects/ (write_lock held):
+ * creates and syncs tmp/<id>.open, removed by store_close. 0, or -1 with errno. */
+int store_mark_unclean(store_t *s);
+
+/* fsck.c: removes object files that no index row names; returns how many. */
+size_t fsck_remove_orphans(store_t *s, db_t *db);
 
 /* upload.c */
 void upload_done(store_t *s); /* an upload was finished or aborted */
@@ -286,7 +298,7 @@ struct store_upload {
     int fd;
     char path[PATH_MAX];
     uint64_t size;
-    bool failed;
+    store_status failed; /* a write failed: STORE_ENOSPC (disk full) or STORE_EIO */
 };
 
 #endif

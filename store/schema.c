@@ -142,6 +142,10 @@ static const char *const sql[ST_COUNT] = {
     [ST_SERIES_EXISTS] = "SELECT 1 FROM study st JOIN series se ON se.study=st.key WHERE st.partition=?1"
                          " AND st.uid=?2 AND se.uid=?3",
     [ST_FEED_LAST_TIME] = "SELECT max(timestamp_us) FROM changefeed",
+    /* commit.c's savepoint per item, prepared once (sqlite3_exec parses it each time) */
+    [ST_SAVEPOINT] = "SAVEPOINT item",
+    [ST_RELEASE] = "RELEASE item",
+    [ST_ROLLBACK_TO] = "ROLLBACK TO item",
     [ST_XQT_GEN] = "SELECT CAST(value AS INTEGER) FROM meta WHERE key='xqt_gen'",
     [ST_METADATA_ONE] =
         "SELECT i.watermark, (SELECT json FROM metadata m WHERE m.watermark=i.watermark)"
@@ -163,11 +167,20 @@ sqlite3_stmt *db_stmt(db_t *db, stmt_id id)
     return st;
 }
 
+int db_run(db_t *db, stmt_id id)
+{
+    sqlite3_stmt *st = db_stmt(db, id);
+    if (!st) return sqlite3_errcode(db->h);
+    int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    return rc == SQLITE_DONE || rc == SQLITE_ROW ? SQLITE_OK : rc;
+}
+
 int db_exec(db_t *db, const char *text, store_err *err)
 {
     char *msg = NULL;
     int rc = sqlite3_exec(db->h, text, NULL, NULL, &msg);
-    if (rc != SQLITE_OK) store_seterr(err, rc == SQLITE_BUSY ? STORE_EBUSY : STORE_EIO, "index: %s", msg ? msg : sqlite3_errstr(rc));
+    if (rc != SQLITE_OK) store_seterr(err, db_status(rc), "index: %s", msg ? msg : sqlite3_errstr(rc));
     sqlite3_free(msg);
     return rc;
 }

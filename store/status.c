@@ -1,6 +1,7 @@
 /* status.c — texts of the store's status codes. */
 #include "status.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 
@@ -16,7 +17,10 @@ static const char *const texts[STORE_STATUS_COUNT] = {
     [STORE_ENOMEM] = "out of memory",
     [STORE_EBUSY] = "archive busy",
     [STORE_ECORRUPT] = "archive inconsistent",
+    [STORE_ENOSPC] = "the archive's disk is full",
 };
+
+store_status store_errno_status(int e) { return e == ENOSPC || e == EDQUOT ? STORE_ENOSPC : STORE_EIO; }
 
 const char *store_strerror(store_status status)
 {

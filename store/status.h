@@ -16,6 +16,7 @@ typedef enum {
     STORE_ENOMEM,
     STORE_EBUSY,        /* another writer held the index too long (503) */
     STORE_ECORRUPT,     /* the archive is inconsistent (fsck) */
+    STORE_ENOSPC,       /* the archive's disk (or quota) is full (507; ENOSPC) */
     STORE_STATUS_COUNT
 } store_status;
 
@@ -25,6 +26,10 @@ typedef struct {
 } store_err;
 
 const char *store_strerror(store_status status);
+
+/* The status of a failed system call: STORE_ENOSPC for a full disk or quota (ENOSPC,
+ * EDQUOT), so that every face can say so; STORE_EIO otherwise. */
+store_status store_errno_status(int e);
 
 /* Fills ERR (may be NULL) with STATUS and a printf-style message; returns STATUS. */
 store_status store_seterr(store_err *err, store_status status, const char *fmt, ...)

@@ -29,7 +29,7 @@ store_upload *store_upload_begin(store_t *s, store_err *err)
     snprintf(up->path, sizeof up->path, "%s/tmp/%s.part", s->dir, id);
     up->fd = open(up->path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (up->fd < 0) {
-        store_seterr(err, STORE_EIO, "cannot create a temp file in %s/tmp: %s", s->dir, strerror(errno));
+        store_seterr(err, store_errno_status(errno), "cannot create a temp file in %s/tmp: %s", s->dir, strerror(errno));
         free(up);
         return NULL;
     }
@@ -45,8 +45,7 @@ store_status store_upload_pwrite(store_upload *up, const void *buf, size_t len, 
         ssize_t n = pwrite(up->fd, p, left, (off_t)off);
         if (n < 0 && errno == EINTR) continue;
         if (n <= 0) {
-            up->failed = true;
-            return STORE_EIO;
+            return up->failed = n < 0 ? store_errno_status(errno) : STORE_EIO;
         }
         p += n;
         left -= (size_t)n;
@@ -63,7 +62,7 @@ store_status store_upload_write(store_upload *up, const void *buf, size_t len)
 
 store_status store_upload_truncate(store_upload *up, uint64_t size)
 {
-    if (ftruncate(up->fd, (off_t)size) != 0) return STORE_EIO;
+    if (ftruncate(up->fd, (off_t)size) != 0) return store_errno_status(errno);
     up->size = size;
     return STORE_OK;
 }
@@ -100,10 +99,9 @@ store_status store_upload_copy_fd(store_upload *up, int fd)
         char buf[1 << 16];
         ssize_t r;
         while ((r = read(fd, buf, sizeof buf)) > 0 || (r < 0 && errno == EINTR))
-            if (r > 0 && store_upload_write(up, buf, (size_t)r) != STORE_OK) return STORE_EIO;
+            if (r > 0 && store_upload_write(up, buf, (size_t)r) != STORE_OK) return up->failed;
         if (r == 0) return STORE_OK;
         break;
     }
-    up->failed = true;
-    return STORE_EIO;
+    return up->failed = store_errno_status(errno);
 }

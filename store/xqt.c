@@ -79,7 +79,7 @@ static int bump_gen(db_t *db)
 static store_status index_error(db_t *db, store_err *err)
 {
     int rc = sqlite3_errcode(db->h);
-    return store_seterr(err, rc == SQLITE_BUSY ? STORE_EBUSY : STORE_EIO, "index: %s", sqlite3_errmsg(db->h));
+    return store_seterr(err, db_status(rc), "index: %s", sqlite3_errmsg(db->h));
 }
 
 /* ---- The registry ------------------------------------------------------------------ */

@@ -1,5 +1,6 @@
 /* store_delete.c — deleting, "latest wins" study attributes, the change feed's derived
  * state, and crash repair of half-done commits. */
+#include <dirent.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
@@ -95,23 +96,41 @@ static void deleting_a_study_removes_everything(store_t *s)
 }
 
 /* A commit that died after renaming its objects but before COMMIT leaves objects that
- * no row names, each with a pending marker. Opening the archive alone removes them. */
+ * no row names, and the process's tmp/<id>.open (made before its first rename). Opening
+ * the archive alone then compares objects/ with the index and removes them. */
+static int count_in_tmp(const char *dir, const char *suffix)
+{
+    char path[4200];
+    snprintf(path, sizeof path, "%s/tmp", dir);
+    DIR *d = opendir(path);
+    int n = 0;
+    struct dirent *e;
+    while (d && (e = readdir(d)) != NULL) {
+        size_t a = strlen(e->d_name), b = strlen(suffix);
+        if (a > b && strcmp(e->d_name + a - b, suffix) == 0) n++;
+    }
+    if (d) closedir(d);
+    return n;
+}
+
 static void repair_removes_uncommitted_objects(void)
 {
     store_t *s = test_archive("repair");
     ingest_variant(s, "r1.dcm", SERIES_A, "1.2.3.100.1.9", NULL);
     char dir[4096];
     snprintf(dir, sizeof dir, "%s", store_dir(s));
+    CHECK(count_in_tmp(dir, ".open") == 1, "a process that stored something has its .open mark");
     store_close(s);
+    CHECK(count_in_tmp(dir, ".open") == 0, "a clean close removes it");
 
     char orphan[4200], pending[4200], part[4200];
     snprintf(orphan, sizeof orphan, "%s/objects/ab/abababababababababababababababab.dcm", dir);
-    snprintf(pending, sizeof pending, "%s/tmp/abababababababababababababababab.pending", dir);
+    snprintf(pending, sizeof pending, "%s/tmp/0123456789abcdef.open", dir);
     snprintf(part, sizeof part, "%s/tmp/dead.part", dir);
     FILE *f = fopen(orphan, "w");
     fputs("half", f);
     fclose(f);
-    f = fopen(pending, "w"); /* the commit's marker: empty, named after the object */
+    f = fopen(pending, "w"); /* left by a process that did not close the archive */
     fclose(f);
     f = fopen(part, "w");
     fputs("partial upload", f);
@@ -126,7 +145,20 @@ static void repair_removes_uncommitted_objects(void)
     store_fsck_report r;
     CHECK(store_fsck(s, false, NULL, NULL, &r, NULL) == STORE_OK && r.instances == 1, "fsck is clean, the instance kept");
 
-    /* An orphan without a marker (say, a copy made by hand) is found by fsck. */
+    /* An orphan after a clean close (say, a copy made by hand) is left to fsck. */
+    f = fopen(orphan, "w");
+    fputs("stray", f);
+    fclose(f);
+    store_close(s);
+    s = store_open(dir, 0, &err);
+    CHECK(s != NULL && stat(orphan, &sb) == 0, "a clean archive's open does not scan objects/");
+    /* Earlier versions' per-object markers still mean "repair". */
+    snprintf(pending, sizeof pending, "%s/tmp/abababababababababababababababab.pending", dir);
+    f = fopen(pending, "w");
+    fclose(f);
+    store_close(s);
+    s = store_open(dir, 0, &err);
+    CHECK(s != NULL && stat(orphan, &sb) != 0 && stat(pending, &sb) != 0, "an old .pending marker repairs too");
     f = fopen(orphan, "w");
     fputs("stray", f);
     fclose(f);
