@@ -4,7 +4,7 @@ ARCHIVE ?= ./archive
 INBOX   ?= ./inbox
 JOBS    ?= $(shell nproc)
 
-.PHONY: all deps test-deps build run test bench asan clean
+.PHONY: all deps test-deps build run test bench asan crashtest clean
 
 all: build
 
@@ -39,6 +39,19 @@ asan: test-deps
 	@cmake -S . -B $(BUILD)-asan -DCMAKE_BUILD_TYPE=Debug -DDICOMFS_SANITIZE=ON >/dev/null
 	@cmake --build $(BUILD)-asan -j $(JOBS)
 	@cd $(BUILD)-asan && ctest --output-on-failure -j $(JOBS) -L sanitize
+
+# The full crash runs (tests/crash/): 1,000 rounds of SIGKILL during STOW, copy-in, delete
+# and reindex (CRASH_ROUNDS, CRASH_SEED to replay), 200 power cuts on each of ext4 with and
+# without a journal, and the full/read-only/damaged disk tests. `make test` runs them
+# CI-sized (ctest -L crash); here they run without ctest's time limit.
+CRASH_ROUNDS ?= 1000
+POWERLOSS_ROUNDS ?= 200
+crashtest: test-deps build
+	@set -e; for t in crash disk_full disk_readonly disk_damage crash_powerloss; do \
+		echo "== tests/crash/$$t.py"; \
+		DICOMFS=$(abspath $(BUILD))/dicomfs TESTS=$(CURDIR)/tests SCRATCH=$(abspath $(BUILD))/scratch/crashtest-$$t \
+		CRASH_ROUNDS=$(CRASH_ROUNDS) POWERLOSS_ROUNDS=$(POWERLOSS_ROUNDS) /usr/bin/python3 tests/crash/$$t.py; \
+	done
 
 bench: test-deps build
 	@tools/bench/run.sh $(BUILD)

@@ -259,7 +259,7 @@ int inbox_create(inbox *ib, const char *path, mode_t mode)
         e->verdict = 0;
         e->size = 0;
         store_err err = {0};
-        if (!is_junk(path) && !(e->up = store_upload_begin(ib->store, &err))) rc = -EIO;
+        if (!is_junk(path) && !(e->up = store_upload_begin(ib->store, &err))) rc = err.status == STORE_ENOSPC ? -ENOSPC : -EIO;
         clock_gettime(CLOCK_REALTIME, &e->mtime);
     }
     pthread_mutex_unlock(&ib->lock);
@@ -296,7 +296,8 @@ int inbox_write(inbox *ib, const char *path, const char *buf, size_t len, off_t 
     entry *e;
     store_upload *up = writable(ib, path, &rc, &e);
     if (!rc) {
-        if (up && store_upload_pwrite(up, buf, len, (uint64_t)off) != STORE_OK) rc = -EIO;
+        store_status st = up ? store_upload_pwrite(up, buf, len, (uint64_t)off) : STORE_OK;
+        if (st != STORE_OK) rc = st == STORE_ENOSPC ? -ENOSPC : -EIO;
         if (!rc && (uint64_t)off + len > e->size) e->size = (uint64_t)off + len;
         clock_gettime(CLOCK_REALTIME, &e->mtime);
     }
@@ -311,7 +312,8 @@ int inbox_truncate(inbox *ib, const char *path, off_t size)
     entry *e;
     store_upload *up = writable(ib, path, &rc, &e);
     if (!rc) {
-        if (up && store_upload_truncate(up, (uint64_t)size) != STORE_OK) rc = -EIO;
+        store_status st = up ? store_upload_truncate(up, (uint64_t)size) : STORE_OK;
+        if (st != STORE_OK) rc = st == STORE_ENOSPC ? -ENOSPC : -EIO;
         else e->size = (uint64_t)size;
     }
     pthread_mutex_unlock(&ib->lock);
@@ -354,7 +356,8 @@ static int errno_for(const store_ingest_result *r)
     switch (r->failure_reason) {
     case STORE_FAIL_EXISTS: return -EEXIST;
     case STORE_FAIL_VALIDATION: return -EINVAL;
-    case STORE_FAIL_PROCESSING: return r->status == STORE_EIO || r->status == STORE_EBUSY ? -EIO : -EBADMSG;
+    case STORE_FAIL_PROCESSING:
+        return r->status == STORE_ENOSPC ? -ENOSPC : r->status == STORE_EIO || r->status == STORE_EBUSY ? -EIO : -EBADMSG;
     default: return -EIO;
     }
 }

@@ -7,7 +7,8 @@
  * between its rename and the COMMIT) or was deleted (a crash between the COMMIT and the
  * unlink). Such files can only exist after a process ended without store_close. So a
  * process creates tmp/<id>.open, synced with its directory, before its first rename into
- * or unlink from objects/, and removes it when it closes the archive. When an exclusive
+ * or unlink from objects/, and removes it when it closes the archive (unless a COMMIT
+ * failed in a way that may leave orphans, commit.c). When an exclusive
  * open finds one left behind, repair compares objects/ with the index and removes the
  * files no row names. Nothing here relies on the file system's ordering of metadata (a
  * journal): the .open file is durable before anything it covers happens, and a lost
@@ -262,6 +263,7 @@ store_t *store_open(const char *dir, int flags, store_err *err)
     pthread_mutex_init(&s->pool_lock, NULL);
     pthread_mutex_init(&s->write_lock, NULL);
     pthread_mutex_init(&s->q_lock, NULL);
+    pthread_mutex_init(&s->pool_start_lock, NULL);
     pthread_mutex_init(&s->change_lock, NULL);
     pthread_mutex_init(&s->xqt_lock, NULL);
     pthread_mutex_init(&s->reindex_lock, NULL);
@@ -314,9 +316,10 @@ void store_close(store_t *s)
 {
     if (!s) return;
     if (s->xqt) xqt_stop(s); /* between two batches */
+    parse_pool_stop(s); /* before the commit thread: a parsed item may still be committed */
     commit_stop(s);
     /* Every rename and unlink of this process is settled: nothing left to repair. */
-    if (s->open_mark[0]) unlinkat(s->dirfd, s->open_mark, 0);
+    if (s->open_mark[0] && !s->keep_open_mark) unlinkat(s->dirfd, s->open_mark, 0);
     for (int i = 0; i < s->n_idle; i++) db_close(s->idle[i]);
     if (s->writer) {
         /* Fold the WAL back when we are the last user, so the archive is one file. */
@@ -328,6 +331,7 @@ void store_close(store_t *s)
     pthread_mutex_destroy(&s->pool_lock);
     pthread_mutex_destroy(&s->write_lock);
     pthread_mutex_destroy(&s->q_lock);
+    pthread_mutex_destroy(&s->pool_start_lock);
     pthread_mutex_destroy(&s->change_lock);
     pthread_mutex_destroy(&s->xqt_lock);
     pthread_mutex_destroy(&s->reindex_lock);

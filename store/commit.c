@@ -82,10 +82,17 @@ static void make_durable(store_t *s, db_t *db, store_item **v, size_t n)
      * the commit is refused while the connection has active statements, and the WAL
      * would then grow without end. */
     db_idle(db);
-    if (!failed && db_exec(db, "COMMIT", &err) != SQLITE_OK) failed = err.msg, status = err.status;
+    bool commit_failed = false;
+    if (!failed && db_exec(db, "COMMIT", &err) != SQLITE_OK)
+        failed = err.msg, status = err.status, commit_failed = true;
     if (failed) {
         db_exec(db, "ROLLBACK", NULL);
-        unlink_objects(s, v, renamed);
+        /* A COMMIT that failed in its WAL sync may have written its commit frame, which
+         * WAL recovery would then find: the rows could come back, so their objects stay
+         * and the next exclusive open removes those no row names (the .open mark is kept).
+         * A full disk fails before the commit frame is written: nothing can come back. */
+        if (commit_failed && status != STORE_ENOSPC && status != STORE_EBUSY) s->keep_open_mark = true;
+        else unlink_objects(s, v, renamed);
         reject_all(v, n, status, failed);
     } else {
         for (size_t i = 0; i < n; i++) {

@@ -102,6 +102,7 @@ struct store {
     int dirfd;
     int lockfd;
     char open_mark[32]; /* tmp/<id>.open once this process changes objects/ */
+    bool keep_open_mark; /* objects may be orphans (a failed COMMIT): repair at next open */
 
     pthread_mutex_t pool_lock;
     db_t *idle[POOL_MAX];
@@ -127,6 +128,10 @@ struct store {
     atomic_long expected;    /* items announced by store_expect() and not yet queued */
     bool q_stop, q_running;
     pthread_t q_thread;
+
+    /* Parse threads for store_upload_finish_async (parse_pool.c), started on first use. */
+    pthread_mutex_t pool_start_lock;
+    struct parse_pool *pool;
 
     /* Extended query tags (xqt.c): the registry as last read from the index, and the
      * background reindex. */
@@ -290,6 +295,10 @@ int store_mark_unclean(store_t *s);
 
 /* fsck.c: removes object files that no index row names; returns how many. */
 size_t fsck_remove_orphans(store_t *s, db_t *db);
+
+/* parse_pool.c: finishes what is queued, stops the threads (store_close). */
+typedef struct parse_pool parse_pool;
+void parse_pool_stop(store_t *s);
 
 /* upload.c */
 void upload_done(store_t *s); /* an upload was finished or aborted */

@@ -109,6 +109,13 @@ void store_upload_abort(store_upload *up); /* deletes the temp file */
  * already final if parsing or validation failed; otherwise commit it. */
 store_item *store_upload_finish(store_upload *up, const store_ingest_opts *opts);
 
+/* The same on one of the store's parse threads (one per CPU), so that the caller can go
+ * on receiving: DONE(item, CTX) runs on that thread once the item is ready, or in the
+ * caller's thread before this returns when the threads are all busy. OPTS must stay
+ * valid until DONE has run. */
+typedef void (*store_finished_fn)(store_item *item, void *ctx);
+void store_upload_finish_async(store_upload *up, const store_ingest_opts *opts, store_finished_fn done, void *ctx);
+
 /* identical_ok once more, against what is stored now: for a face that held an item back
  * while another with the same UIDs was being committed (the mount's inbox). The item is
  * then already stored (the same bytes), failed 45070 (other bytes), or still to commit. */

@@ -12,7 +12,11 @@ build=(build-essential cmake pkg-config
 # its own configuration on a free port (the system service is neither needed nor touched).
 # chromium: tests/interop/ohif runs OHIF Viewer in it, headless, driven by playwright-core.
 # openssl: tests/web_tls.py makes its certificates with it.
-test=(sqlite3 rsync file libglib2.0-bin orthanc orthanc-dicomweb chromium openssl)
+# e2fsprogs, mount: tests/crash/ makes, loop-mounts and checks small ext4 images.
+# clang-14, libclang-rt-14-dev: tests/fuzz (make fuzz, fuzz-ci); the second holds libFuzzer
+# (libclang_rt.fuzzer) and the sanitizer runtimes.
+test=(sqlite3 rsync file libglib2.0-bin orthanc orthanc-dicomweb chromium openssl e2fsprogs mount clang-14
+      libclang-rt-14-dev)
 
 want=("${build[@]}")
 if [ "${1:-}" = "--test" ]; then

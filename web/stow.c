@@ -13,6 +13,8 @@
 
 #include <jansson.h>
 
+#include <pthread.h>
+
 #include "dcm.h"
 #include "internal.h"
 #include "mediatype.h"
@@ -29,9 +31,21 @@ typedef struct {
     bool xml;               /* answer in DICOM XML (PS3.19 native model), not JSON */
     store_ingest_opts opts;
     store_upload *up;       /* the part being received */
-    store_item **items;
+    store_item **items;     /* in part order; a slot is NULL while its part is parsed */
     size_t n_items, cap;
+    pthread_mutex_t lock;   /* items and parsing, shared with the store's parse threads */
+    pthread_cond_t parsed;
+    size_t parsing;         /* parts handed to store_upload_finish_async, not back yet */
 } stow_state;
+
+typedef struct {
+    stow_state *s;
+    size_t slot;
+} part_slot;
+
+/* A full disk is the archive's state, not the instance's fault: the request gets 507 as
+ * a whole (nothing of it is stored), with this text. */
+#define FULL "The archive's disk is full (no space left on device): nothing of this request was stored."
 
 static void reject(web_request *rq, int status, const char *fmt, const char *arg)
 {
@@ -50,23 +64,51 @@ static int begin_upload(stow_state *s)
     store_err err = {0};
     s->up = store_upload_begin(s->rq->srv->store, &err);
     if (!s->up) {
-        reject(s->rq, MHD_HTTP_SERVICE_UNAVAILABLE, "%s", err.msg);
+        reject(s->rq, (int)web_http_status(err.status), "%s", err.status == STORE_ENOSPC ? FULL : err.msg);
         return -1;
     }
     return 0;
 }
 
+static void on_parsed(store_item *item, void *ctx)
+{
+    part_slot *p = ctx;
+    stow_state *s = p->s;
+    pthread_mutex_lock(&s->lock);
+    s->items[p->slot] = item;
+    if (--s->parsing == 0) pthread_cond_signal(&s->parsed);
+    pthread_mutex_unlock(&s->lock);
+    free(p);
+}
+
+/* A part is parsed on the store's threads while the next ones arrive (every core works
+ * on one request); the commit waits for all of them (wait_parsed). */
 static int end_upload(stow_state *s)
 {
     if (!s->up) return 0;
+    part_slot *p = malloc(sizeof *p);
+    if (!p) abort();
+    pthread_mutex_lock(&s->lock);
     if (s->n_items == s->cap) {
         s->cap = s->cap ? s->cap * 2 : 16;
         s->items = realloc(s->items, s->cap * sizeof *s->items);
         if (!s->items) abort();
     }
-    s->items[s->n_items++] = store_upload_finish(s->up, &s->opts);
+    *p = (part_slot){s, s->n_items};
+    s->items[s->n_items++] = NULL;
+    s->parsing++;
+    pthread_mutex_unlock(&s->lock);
+    store_upload *up = s->up;
     s->up = NULL;
+    store_upload_finish_async(up, &s->opts, on_parsed, p);
     return 0;
+}
+
+static void wait_parsed(stow_state *s)
+{
+    pthread_mutex_lock(&s->lock);
+    while (s->parsing > 0) pthread_cond_wait(&s->parsed, &s->lock);
+    pthread_mutex_unlock(&s->lock);
 }
 
 static int on_part_begin(void *ctx, const char *content_type)
@@ -92,8 +134,9 @@ static int on_part_begin(void *ctx, const char *content_type)
 static int on_part_data(void *ctx, const char *data, size_t len)
 {
     stow_state *s = ctx;
-    if (store_upload_write(s->up, data, len) != STORE_OK) {
-        reject(s->rq, MHD_HTTP_SERVICE_UNAVAILABLE, "%s", "The archive could not write the upload to its disk.");
+    store_status st = store_upload_write(s->up, data, len);
+    if (st != STORE_OK) {
+        reject(s->rq, (int)web_http_status(st), "%s", st == STORE_ENOSPC ? FULL : "The archive could not write the upload to its disk.");
         return -1;
     }
     return 0;
@@ -127,6 +170,8 @@ void stow_begin(web_request *rq)
     s->xml = answer == 1;
     s->opts.api_version = r->version;
     s->opts.expected_study_uid = r->study[0] ? r->study : NULL;
+    pthread_mutex_init(&s->lock, NULL);
+    pthread_cond_init(&s->parsed, NULL);
     rq->stow = s;
     if (strcmp(mt.type, "application/dicom") == 0) {
         begin_upload(s);
@@ -151,8 +196,9 @@ void stow_feed(web_request *rq, const char *data, size_t len)
 {
     stow_state *s = rq->stow;
     if (!s->mp) {
-        if (s->up && store_upload_write(s->up, data, len) != STORE_OK)
-            reject(rq, MHD_HTTP_SERVICE_UNAVAILABLE, "%s", "The archive could not write the upload to its disk.");
+        store_status st = s->up ? store_upload_write(s->up, data, len) : STORE_OK;
+        if (st != STORE_OK)
+            reject(rq, (int)web_http_status(st), "%s", st == STORE_ENOSPC ? FULL : "The archive could not write the upload to its disk.");
         return;
     }
     if (web_multipart_feed(s->mp, data, len) != 0)
@@ -266,9 +312,19 @@ enum MHD_Result stow_finish(web_request *rq)
         s->up = NULL;
     }
     if (!s->mp) end_upload(s);
+    wait_parsed(s);
     if (rq->status) return web_send_text(rq, (unsigned)rq->status, "%s", rq->msg);
     if (s->n_items == 0) return web_send_empty(rq, MHD_HTTP_NO_CONTENT);
     store_commit(rq->srv->store, s->items, s->n_items);
+    /* Nothing stored because the disk is full: say so for the request (507), not as a
+     * per-instance 272 the client would take for a bad instance. */
+    size_t n_ok = 0, n_full = 0;
+    for (size_t i = 0; i < s->n_items; i++) {
+        const store_ingest_result *res = store_item_result(s->items[i]);
+        n_ok += res->status == STORE_OK;
+        n_full += res->status == STORE_ENOSPC;
+    }
+    if (n_ok == 0 && n_full > 0) return web_send_text(rq, MHD_HTTP_INSUFFICIENT_STORAGE, "%s", FULL);
     return respond(s);
 }
 
@@ -277,9 +333,12 @@ void stow_free(web_request *rq)
     stow_state *s = rq->stow;
     if (!s) return;
     store_upload_abort(s->up);
+    wait_parsed(s);
     for (size_t i = 0; i < s->n_items; i++) store_item_free(s->items[i]);
     free(s->items);
     web_multipart_free(s->mp);
+    pthread_mutex_destroy(&s->lock);
+    pthread_cond_destroy(&s->parsed);
     free(s);
     rq->stow = NULL;
 }

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/random.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -170,6 +171,15 @@ static enum MHD_Result retrieve(web_request *rq)
     if (!c.multipart && (as_stored || strcmp(in[0].transfer_syntax, c.ts) == 0)) {
         /* One stored file as it is: let the kernel send it (sendfile). */
         int fd = store_open_object(rq->srv->store, &in[0]);
+        /* A file whose size is not the row's was damaged behind the archive's back:
+         * sendfile would stop short and leave the client waiting for the rest. */
+        struct stat sb;
+        if (fd >= 0 && (fstat(fd, &sb) != 0 || (uint64_t)sb.st_size != in[0].size)) {
+            close(fd);
+            free(in);
+            return web_send_text(rq, MHD_HTTP_INTERNAL_SERVER_ERROR, "The instance's object file is damaged (its size "
+                                 "is not the stored size); `dicomfs fsck` reports it.");
+        }
         struct MHD_Response *resp = fd < 0 ? NULL : MHD_create_response_from_fd64(in[0].size, fd);
         rq->resp_bytes = in[0].size;
         if (!resp) {
