@@ -259,7 +259,7 @@ int inbox_create(inbox *ib, const char *path, mode_t mode)
         e->verdict = 0;
         e->size = 0;
         store_err err = {0};
-        if (!is_junk(path) && !(e->up = store_upload_begin(ib->store, &err))) rc = err.status == STORE_ENOSPC ? -ENOSPC : -EIO;
+        if (!is_junk(path) && !(e->up = store_upload_begin(ib->store, &err))) rc = err.status == STORE_ENOSPC ? -ENOSPC : err.status == STORE_EREADONLY ? -EROFS : -EIO;
         clock_gettime(CLOCK_REALTIME, &e->mtime);
     }
     pthread_mutex_unlock(&ib->lock);

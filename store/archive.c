@@ -117,7 +117,7 @@ db_t *db_get(store_t *s, store_err *err)
     if (db) return db;
     char path[PATH_MAX];
     store_path(s, "index.db", path);
-    return db_open(path, false, err);
+    return db_open(path, false, s->readonly, err);
 }
 
 void db_idle(db_t *db)
@@ -282,6 +282,11 @@ store_t *store_open(const char *dir, int flags, store_err *err)
     char path[PATH_MAX];
     store_path(s, "lock", path);
     s->lockfd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (s->lockfd < 0 && (errno == EROFS || errno == EACCES)) {
+        /* A read-only disk (or a folder we may only read): serve reads, refuse writes. */
+        s->lockfd = open(path, O_RDONLY | O_CLOEXEC);
+        s->readonly = s->lockfd >= 0;
+    }
     if (s->dirfd < 0 || s->lockfd < 0) {
         store_seterr(err, STORE_EIO, "cannot open %s: %s", path, strerror(errno));
         goto fail;
@@ -296,10 +301,11 @@ store_t *store_open(const char *dir, int flags, store_err *err)
         int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
         if (fd >= 0) close(fd);
     }
-    s->writer = db_open(path, create, err);
-    if (!s->writer || schema_create(s->writer, err) != SQLITE_OK) goto fail;
+    s->writer = db_open(path, create, s->readonly, err);
+    if (!s->writer || (s->readonly ? schema_check(s->writer, err) : schema_create(s->writer, err)) != SQLITE_OK) goto fail;
     load_index_tags(s);
     xqt_refresh(s, s->writer);
+    if (s->readonly) return s; /* nothing to repair or resume: nothing can change */
     if (alone) {
         store_repair(s);
         flock(s->lockfd, LOCK_SH);
@@ -323,7 +329,7 @@ void store_close(store_t *s)
     for (int i = 0; i < s->n_idle; i++) db_close(s->idle[i]);
     if (s->writer) {
         /* Fold the WAL back when we are the last user, so the archive is one file. */
-        sqlite3_wal_checkpoint_v2(s->writer->h, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+        if (!s->readonly) sqlite3_wal_checkpoint_v2(s->writer->h, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
         db_close(s->writer);
     }
     if (s->lockfd >= 0) close(s->lockfd);
@@ -344,6 +350,12 @@ void store_close(store_t *s)
     free(s->attr_tags);
     free(s->dir);
     free(s);
+}
+
+store_status store_readonly(const store_t *s, store_err *err)
+{
+    return store_seterr(err, STORE_EREADONLY, "the archive %s is read-only (its disk or folder cannot be written): "
+                        "nothing was changed", s->dir);
 }
 
 int store_mark_unclean(store_t *s)

@@ -181,6 +181,7 @@ store_status store_delete(store_t *s, const char *partition, const char *study, 
     if (deleted) *deleted = 0;
     if (!store_valid_uid(study) || (series && !store_valid_uid(series)) || (sop && !store_valid_uid(sop)) || (sop && !series))
         return store_seterr(err, STORE_EINVAL, "the study, series or instance UID is not a valid UID");
+    if (s->readonly) return store_readonly(s, err);
     pthread_mutex_lock(&s->write_lock);
     db_t *db = s->writer;
     store_status status = STORE_OK;

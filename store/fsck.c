@@ -172,6 +172,7 @@ store_status store_fsck(store_t *s, bool repair, void (*log)(const char *line, v
 {
     memset(r, 0, sizeof *r);
     logger l = {log, ctx};
+    if (repair && s->readonly) return store_readonly(s, err);
     if (repair) {
         /* The repair rule needs the archive to ourselves (see archive.c). */
         if (flock(s->lockfd, LOCK_EX | LOCK_NB) == 0) {

@@ -74,7 +74,8 @@ typedef struct {
 
 /* The prepared statement ID, reset and unbound, ready to bind. NULL on error. */
 sqlite3_stmt *db_stmt(db_t *db, stmt_id id);
-db_t *db_open(const char *path, bool create, store_err *err);
+/* READONLY: the archive's disk or folder cannot be written (archive.c decides). */
+db_t *db_open(const char *path, bool create, bool readonly, store_err *err);
 void db_close(db_t *db);
 int db_exec(db_t *db, const char *sql, store_err *err); /* SQLITE_OK or an error, err filled */
 /* The store status of an SQLite error: busy, a full disk (SQLITE_FULL), or I/O. */
@@ -84,6 +85,7 @@ static inline store_status db_status(int rc)
 }
 int db_run(db_t *db, stmt_id id); /* steps a cached statement without bindings once (SAVEPOINT …) */
 int schema_create(db_t *db, store_err *err);
+int schema_check(db_t *db, store_err *err); /* a read-only archive: its schema version only */
 
 /* ---- The store -------------------------------------------------------------------- */
 
@@ -103,6 +105,7 @@ struct store {
     int lockfd;
     char open_mark[32]; /* tmp/<id>.open once this process changes objects/ */
     bool keep_open_mark; /* objects may be orphans (a failed COMMIT): repair at next open */
+    bool readonly;       /* opened from a read-only disk or folder: reads only (archive.c) */
 
     pthread_mutex_t pool_lock;
     db_t *idle[POOL_MAX];
@@ -292,6 +295,8 @@ size_t store_repair(store_t *s); /* applies the repair rule; returns files remov
 /* Before this process's first rename into or unlink from objects/ (write_lock held):
  * creates and syncs tmp/<id>.open, removed by store_close. 0, or -1 with errno. */
 int store_mark_unclean(store_t *s);
+/* Every write's refusal on a read-only archive: STORE_EREADONLY with a message. */
+store_status store_readonly(const store_t *s, store_err *err);
 
 /* fsck.c: removes object files that no index row names; returns how many. */
 size_t fsck_remove_orphans(store_t *s, db_t *db);

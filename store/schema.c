@@ -185,12 +185,23 @@ int db_exec(db_t *db, const char *text, store_err *err)
     return rc;
 }
 
-db_t *db_open(const char *path, bool create, store_err *err)
+db_t *db_open(const char *path, bool create, bool readonly, store_err *err)
 {
     db_t *db = calloc(1, sizeof *db);
     if (!db) abort();
     int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | (create ? SQLITE_OPEN_CREATE : 0);
-    int rc = sqlite3_open_v2(path, &db->h, flags, NULL);
+    char uri[PATH_MAX + 32];
+    const char *name = path;
+    if (readonly) {
+        /* Nothing can write a read-only disk, so the index cannot change under us:
+         * immutable lets SQLite read a WAL database without creating its -shm file. */
+        flags = SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_URI;
+        char *enc = sqlite3_mprintf("%s", path);
+        snprintf(uri, sizeof uri, "file:%s?immutable=1", enc);
+        sqlite3_free(enc);
+        name = uri;
+    }
+    int rc = sqlite3_open_v2(name, &db->h, flags, NULL);
     if (rc != SQLITE_OK) {
         store_seterr(err, STORE_EIO, "cannot open the index %s: %s", path,
                      db->h ? sqlite3_errmsg(db->h) : sqlite3_errstr(rc));
@@ -201,6 +212,8 @@ db_t *db_open(const char *path, bool create, store_err *err)
      * synchronous=FULL: with WAL, the commit itself is synced, which is what makes
      * "acknowledged" mean durable. */
     sqlite3_busy_timeout(db->h, 30000);
+    if (readonly)
+        return db_exec(db, "PRAGMA cache_size=-16000; PRAGMA temp_store=MEMORY;", err) == SQLITE_OK ? db : (db_close(db), NULL);
     if (db_exec(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=OFF;"
                     "PRAGMA cache_size=-16000; PRAGMA temp_store=MEMORY;", err) != SQLITE_OK) {
         db_close(db);
@@ -215,6 +228,26 @@ void db_close(db_t *db)
     for (int i = 0; i < ST_COUNT; i++) sqlite3_finalize(db->stmt[i]);
     sqlite3_close_v2(db->h);
     free(db);
+}
+
+int schema_check(db_t *db, store_err *err)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(db->h, "SELECT value FROM meta WHERE key='schema'", -1, &st, NULL);
+    if (rc != SQLITE_OK) {
+        store_seterr(err, STORE_EIO, "cannot read the index: %s", sqlite3_errmsg(db->h));
+        return rc;
+    }
+    rc = sqlite3_step(st) == SQLITE_ROW ? SQLITE_OK : SQLITE_CORRUPT;
+    if (rc != SQLITE_OK)
+        store_seterr(err, STORE_ECORRUPT, "the index has no schema version: not a dicomfs archive");
+    else if (strcmp((const char *)sqlite3_column_text(st, 0), SCHEMA_VERSION) != 0) {
+        store_seterr(err, STORE_EUNSUPPORTED, "the archive's index has schema version %s; this dicomfs reads %s",
+                     sqlite3_column_text(st, 0), SCHEMA_VERSION);
+        rc = SQLITE_ERROR;
+    }
+    sqlite3_finalize(st);
+    return rc;
 }
 
 int schema_create(db_t *db, store_err *err)

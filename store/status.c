@@ -18,6 +18,7 @@ static const char *const texts[STORE_STATUS_COUNT] = {
     [STORE_EBUSY] = "archive busy",
     [STORE_ECORRUPT] = "archive inconsistent",
     [STORE_ENOSPC] = "the archive's disk is full",
+    [STORE_EREADONLY] = "the archive is read-only",
 };
 
 store_status store_errno_status(int e) { return e == ENOSPC || e == EDQUOT ? STORE_ENOSPC : STORE_EIO; }

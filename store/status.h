@@ -17,6 +17,7 @@ typedef enum {
     STORE_EBUSY,        /* another writer held the index too long (503) */
     STORE_ECORRUPT,     /* the archive is inconsistent (fsck) */
     STORE_ENOSPC,       /* the archive's disk (or quota) is full (507; ENOSPC) */
+    STORE_EREADONLY,    /* the archive cannot be written (read-only disk or folder): 503; EROFS */
     STORE_STATUS_COUNT
 } store_status;
 

@@ -21,6 +21,10 @@ void upload_done(store_t *s)
 
 store_upload *store_upload_begin(store_t *s, store_err *err)
 {
+    if (s->readonly) {
+        store_readonly(s, err);
+        return NULL;
+    }
     store_upload *up = calloc(1, sizeof *up);
     if (!up) abort();
     up->store = s;

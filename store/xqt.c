@@ -524,6 +524,7 @@ static store_status add_fn(db_t *db, void *ctx, store_err *err)
 store_status store_xqt_add(store_t *s, const char *json, size_t len, char operation_id[33], store_err *err)
 {
     operation_id[0] = 0;
+    if (s->readonly) return store_readonly(s, err);
     json_error_t jerr;
     json_t *root = json ? json_loadb(json, len, 0, &jerr) : NULL;
     if (!root) return store_seterr(err, STORE_EINVAL, "The request body is not valid JSON: %s.", json ? jerr.text : "none");
@@ -572,6 +573,7 @@ static store_status update_fn(db_t *db, void *ctx, store_err *err)
 store_status store_xqt_update(store_t *s, const char *path, const char *json, size_t len, const char *base,
                               char **json_out, store_err *err)
 {
+    if (s->readonly) return store_readonly(s, err);
     tag_ctx t = {0, path, 0};
     char vr[3];
     store_status st = parse_path(path, &t.tag, vr, err);
@@ -607,6 +609,7 @@ static store_status delete_fn(db_t *db, void *ctx, store_err *err)
 
 store_status store_xqt_delete(store_t *s, const char *path, store_err *err)
 {
+    if (s->readonly) return store_readonly(s, err);
     tag_ctx t = {0, path, 0};
     char vr[3];
     store_status st = parse_path(path, &t.tag, vr, err);
@@ -869,7 +872,7 @@ static bool pending(store_t *s)
 
 void xqt_resume(store_t *s)
 {
-    if (!pending(s)) return;
+    if (s->readonly || !pending(s)) return; /* a read-only archive's operations wait for a writable one */
     pthread_mutex_lock(&s->reindex_lock);
     if (s->reindex_running) s->reindex_kick = true;
     if (!s->reindex_running && !s->reindex_stop) {

@@ -117,6 +117,7 @@ int cmd_fsck(int argc, char **argv)
     store_fsck_report r;
     store_err err = {0};
     store_status st = store_fsck(s, repair, print_line, NULL, &r, &err);
+    if (st != STORE_OK && err.msg[0]) fprintf(stderr, "dicomfs fsck: %s\n", err.msg);
     printf("fsck: %zu instances, %zu objects, %zu missing, %zu orphans, %zu index errors%s\n", r.instances, r.objects,
            r.missing, r.orphans, r.bad_index, repair ? (r.repaired ? ", repaired" : "") : "");
     store_close(s);

@@ -20,7 +20,8 @@ unsigned web_http_status(store_status st)
     case STORE_EUNSUPPORTED: return MHD_HTTP_NOT_ACCEPTABLE;
     case STORE_EIO:
     case STORE_EBUSY:
-    case STORE_ECORRUPT: return MHD_HTTP_SERVICE_UNAVAILABLE;
+    case STORE_ECORRUPT:
+    case STORE_EREADONLY: return MHD_HTTP_SERVICE_UNAVAILABLE;
     case STORE_ENOSPC: return MHD_HTTP_INSUFFICIENT_STORAGE;
     default: return MHD_HTTP_INTERNAL_SERVER_ERROR;
     }
