@@ -53,7 +53,8 @@ crashtest: test-deps build
 		CRASH_ROUNDS=$(CRASH_ROUNDS) POWERLOSS_ROUNDS=$(POWERLOSS_ROUNDS) /usr/bin/python3 tests/crash/$$t.py; \
 	done
 
-bench: test-deps build
+bench: build
+	@tools/install-deps.sh --bench
 	@tools/bench/run.sh $(BUILD)
 
 clean:

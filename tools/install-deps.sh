@@ -17,13 +17,18 @@ build=(build-essential cmake pkg-config
 # (libclang_rt.fuzzer) and the sanitizer runtimes.
 test=(sqlite3 rsync file libglib2.0-bin orthanc orthanc-dicomweb chromium openssl e2fsprogs mount clang-14
       libclang-rt-14-dev)
+# make bench only (--bench = --test + these): linux-perf and strace for the profile step
+# (perf record; strace -c for the fsync wait), numpy for the dataset generator.
+bench=(linux-perf strace python3-numpy)
 
 want=("${build[@]}")
-if [ "${1:-}" = "--test" ]; then
+[ "${1:-}" = "--bench" ] && want+=("${bench[@]}")
+if [ "${1:-}" = "--test" ] || [ "${1:-}" = "--bench" ]; then
   want+=("${test[@]}")
   # newman (the Postman runner, pinned in tests/postman) and dicomweb-client (pinned in
   # tests/interop/dicomweb-client) need node and npm; any installation will do, Debian's
-  # when there is none.
+  # when there is none. The FHIR server of the dicomcast tests (tests/fhir, npm
+  # @medplum/fhir-router 4.5.2) needs Node ^20.19 or >= 22.12: older ones fail its npm ci.
   command -v npm >/dev/null 2>&1 || want+=(nodejs npm)
 fi
 

@@ -28,7 +28,22 @@
 #              retrieve MB/s with 1 and 2 clients, the better one also against the page-cache
 #              read rate of dicomfs's object files
 #              (and, for context, one loopback TCP connection's rate for the same files).
-#              Ratios are dicomfs/Orthanc. STOW runs BENCH_REPS rounds (median shown). ~3 min.
+#              Ratios are dicomfs/Orthanc. STOW runs BENCH_REPS rounds (median shown), each with
+#              two clients: webbench and curl (stowcurl.py: the curl command line, 2 processes,
+#              keep-alive, --data-binary @prebuilt body); the goals are judged on curl's, and the
+#              server's CPU per instance is shown for both. Every server gets a new directory,
+#              all deleted at the end of the step (see limits_run). ~5 min.
+#   profile    profile.py: CPU profile (perf record -e cpu-clock, DWARF stacks) of CLI ingest and of
+#              STOW (50/request, 2 curl clients) of the small set: CPU ms per stored instance
+#              (unprofiled run), split into parse, validation, metadata JSON, index values, SQLite,
+#              file I/O (ext4 inode allocation apart), fsync CPU, HTTP + multipart, memory, other;
+#              the fsync wait (strace -c -w); the top functions. Skipped without perf. ~40 s.
+#   journal    limits, CLI ingest and STOW (curl; dicomfs and Orthanc) again on a journaled ext4
+#              in a loop-mounted sparse image the step makes and removes (needs root and
+#              /dev/loop-control; skipped with a message otherwise). ~3 min.
+#   rss        rss.py: peak RSS (VmHWM) and its growth while `dicomfs ingest` and then
+#              `dicomfs serve` (STOW 50/request, curl) store ~2.1 GB of large instances
+#              (4,000, made once with another seed and kept), each into a fresh archive. ~2 min.
 #   scales     gen_synth.py: N synthetic ~1 KB instances per BENCH_SCALES entry, ingested
 #              once and kept (keyed by N, the generator and the index schema); the same
 #              queries at each N and the growth from the smallest to the largest N.
@@ -86,8 +101,12 @@
 #   BENCH_INGEST_ARGS="..." extra arguments for `dicomfs ingest` (e.g. "--jobs 2")
 #   BENCH_WEB=0             skip the web step
 #   BENCH_WEB_PEER=0        web step against dicomfs only (no Orthanc)
+#   BENCH_WEB_CLIENTS="..." STOW clients (default "webbench curl"; the goals are judged on curl's)
 #   BENCH_WEB_RUNS=N        timed QIDO passes and metadata runs (default 100; QUICK 30)
 #   BENCH_WEB_WADO_RUNS=N   timed WADO passes (default 3; QUICK 2)
+#   BENCH_PROFILE=0         skip the profile step (BENCH_PROFILE_FREQ=HZ, BENCH_PROFILE_KEEP=1: keep perf.data)
+#   BENCH_JOURNAL=0         skip the journal step (BENCH_JOURNAL_GB: the image's size, default 8)
+#   BENCH_RSS=0             skip the rss step (BENCH_RSS_STUDIES: x4 large instances, default 1000; QUICK 200)
 #   BENCH_XQT=0             skip the xqt step
 #   BENCH_XQT_REPEAT=N      xqt: `find --repeat N` per round, 3 rounds (default 200; QUICK 50)
 #   BENCH_XQT_FEED_RUNS=N   xqt: timed passes over the change-feed pages (default 50; QUICK 20)
@@ -105,9 +124,12 @@
 # free. Delete BENCH_WORK/synth-* to reclaim; they are rebuilt on the next run (1M: ~8 min).
 # The mount step's listing archives, BENCH_WORK/mount/ls-*: ~0.9 GB at the default sizes
 # (rebuilt in ~1 min); while it runs, also the two copy-in archives and a plain copy (~0.6 GB).
+# The rss step's dataset, BENCH_WORK/rss-dataset-*: ~2.1 GB; stowcurl.py's request bodies,
+# BENCH_WORK/stowcurl-cache: ~2.7 GB (both kept). While web runs, every STOW archive of the
+# step (~7 GB at 3 rounds); while journal runs, its image (up to BENCH_JOURNAL_GB).
 set -uo pipefail
 
-ALL_STEPS="limits ingest queries web scales xqt mount report"
+ALL_STEPS="limits ingest queries web profile journal rss scales xqt mount dicomcast report"
 is_step() { case " $ALL_STEPS " in *" $1 "*) return 0 ;; esac; return 1; }
 BUILD=build
 if [ $# -gt 0 ] && ! { is_step "$1" && [ ! -d "$1" ]; }; then BUILD=$1; shift; fi
@@ -191,22 +213,26 @@ ingest_archive() {
     local pid=$! sampler wal wal_samples
     # The WAL's peak size while ingesting (a stat every 0.2 s, in the background): it shows
     # whether checkpoints keep up or the WAL grows with the whole ingest.
+    # Also the process's peak RSS (VmHWM; the last value read before it exits).
     (
-        peak=0 samples=0
+        peak=0 samples=0 hwm=0
         while kill -0 "$pid" 2>/dev/null; do
             w=$(stat -c %s "$arch/index.db-wal" 2>/dev/null || echo 0)
             [ "$w" -gt "$peak" ] && peak=$w
+            h=$(awk '/^VmHWM:/ { print $2 }' "/proc/$pid/status" 2>/dev/null)
+            [ -n "$h" ] && hwm=$h
             samples=$((samples + 1))
             sleep 0.2
         done
-        echo "$peak $samples" >"$WORK/wal-peak"
+        echo "$peak $samples $hwm" >"$WORK/wal-peak"
     ) &
     sampler=$!
     wait "$pid"
     rc=$?
     t1=$(now_ns)
     wait "$sampler"
-    read -r wal wal_samples <"$WORK/wal-peak" || wal=0 wal_samples=0
+    local hwm
+    read -r wal wal_samples hwm <"$WORK/wal-peak" || wal=0 wal_samples=0 hwm=0
     line=$(grep -E '^ingest: [0-9]+ stored' "$LOGS/ingest-$label.log" | tail -n1)
     stored=$(sed -nE 's/^ingest: ([0-9]+) stored.*/\1/p' <<<"$line")
     skipped=$(sed -nE 's/.* ([0-9]+) skipped.*/\1/p' <<<"$line")
@@ -224,7 +250,7 @@ ingest_archive() {
     fi
     record kind=ingest set="$label" run="${RUN:-1}" files="$files" bytes="$bytes" seconds="$(secs "$t0" "$t1")" \
         exit="$rc" stored="${stored:-0}" skipped="${skipped:-0}" failed="${failed:-0}" \
-        peak_wal_bytes="$wal" wal_samples="$wal_samples" index_bytes="$idx" archive_bytes="$(du -sb "$arch" 2>/dev/null | cut -f1)"
+        peak_wal_bytes="$wal" wal_samples="$wal_samples" peak_rss_kb="${hwm:-0}" index_bytes="$idx" archive_bytes="$(du -sb "$arch" 2>/dev/null | cut -f1)"
 }
 
 # query_latency LABEL ARCHIVE QUERIES INSTANCES — records kind=query.
@@ -305,36 +331,53 @@ step_dataset() {
     record kind=dataset dir="$DS" manifest:="$(cat "$DS/manifest.json")"
 }
 
-step_limits() {
-    local set list out r
+# limits_run SUFFIX DIR — the limits of each set on the file system holding DIR (records
+# kind=limit set=small$SUFFIX, large$SUFFIX). Each copy goes to a new directory; all are
+# deleted at the end: on ext4 without a journal a new inode is allocated after scanning past
+# the inodes deleted in the last 30 s, so a copy made right after deleting the previous one
+# pays for each deleted file (the ingest runs are treated the same way).
+limits_run() {
+    local sfx=$1 dir=$2 set list out r
+    mkdir -p "$dir"
     for set in small large; do
         list=$WORK/list-$set.txt
         find "$DS/$set" -type f | sort >"$list"
         warm "$DS/$set"
         for r in $(seq "$REPS"); do
-            rm -rf "$WORK/limit-copy" && mkdir -p "$WORK/limit-copy"
+            mkdir -p "$dir/limit-copy-$set-$r"
             sync
-            log "limits $set ($r/$REPS): copy with fsync per file"
-            out=$("$WORK/bin/fsyncbench" copy "$WORK/limit-copy" "$list") &&
-                record kind=limit set="$set" run="$r" result:="$out" || fail "limits $set" "fsyncbench copy failed"
-            rm -rf "$WORK/limit-copy"
+            log "limits $set$sfx ($r/$REPS): copy with fsync per file"
+            out=$("$WORK/bin/fsyncbench" copy "$dir/limit-copy-$set-$r" "$list") &&
+                record kind=limit set="$set$sfx" run="$r" result:="$out" || fail "limits $set$sfx" "fsyncbench copy failed"
             sync
-            log "limits $set ($r/$REPS): sequential write, one fdatasync"
-            out=$("$WORK/bin/fsyncbench" seq "$WORK/limit-seq.bin" "$list") &&
-                record kind=limit set="$set" run="$r" result:="$out" || fail "limits $set" "fsyncbench seq failed"
-            rm -f "$WORK/limit-seq.bin"
+            log "limits $set$sfx ($r/$REPS): sequential write, one fdatasync"
+            out=$("$WORK/bin/fsyncbench" seq "$dir/limit-seq-$set-$r.bin" "$list") &&
+                record kind=limit set="$set$sfx" run="$r" result:="$out" || fail "limits $set$sfx" "fsyncbench seq failed"
             sync
         done
+    done
+    rm -rf "$dir"/limit-copy-* "$dir"/limit-seq-*
+}
+
+step_limits() { limits_run "" "$WORK/limits"; }
+
+# ingest_runs SUFFIX DIR — REPS ingests of each set, each into a new archive under DIR
+# (records kind=ingest set=small$SUFFIX, large$SUFFIX); deleted at the end (see limits_run).
+ingest_runs() {
+    local sfx=$1 dir=$2 r
+    mkdir -p "$dir"
+    for r in $(seq "$REPS"); do
+        RUN=$r ingest_archive "small$sfx" "$dir/small-$r" "$DS/small"
+        RUN=$r ingest_archive "large$sfx" "$dir/large-$r" "$DS/large"
     done
 }
 
 step_ingest() {
-    local r
-    for r in $(seq "$REPS"); do # the last small archive stays: it is the query archive
-        RUN=$r ingest_archive small "$WORK/archive-small" "$DS/small"
-        RUN=$r ingest_archive large "$WORK/archive-large" "$DS/large"
-        rm -rf "$WORK/archive-large" # 260 MB; only its figures are kept
-    done
+    ingest_runs "" "$WORK/ingest-runs"
+    # The last small archive stays: it is the query archive.
+    rm -rf "$WORK/archive-small"
+    mv "$WORK/ingest-runs/small-$REPS" "$WORK/archive-small" 2>/dev/null
+    rm -rf "$WORK/ingest-runs"
 }
 
 step_queries() {
@@ -396,6 +439,135 @@ synth_archive() {
     echo "$key" >"$dir/ready"
 }
 
+# step_profile — profile.py: a CPU profile (perf record -e cpu-clock, DWARF call graphs) of
+# CLI ingest and of STOW (50/request, 2 curl clients) of the small set, split into buckets
+# (parse, validation, metadata JSON, index values, SQLite, file I/O, fsync, HTTP, ...), with
+# the unprofiled CPU per instance and the fsync wait (strace -c -w). Needs perf (linux-perf);
+# skipped with a message without it. BENCH_PROFILE_FREQ (default 1000 Hz), BENCH_PROFILE_KEEP=1
+# keeps WORK/profile/*.perf.data for `perf report -i`.
+step_profile() {
+    if [ "${BENCH_PROFILE:-1}" = 0 ]; then
+        log "profile: skipped (BENCH_PROFILE=0)"
+        return 0
+    fi
+    if ! command -v perf >/dev/null || ! perf record -q -e cpu-clock -o /dev/null -- true >/dev/null 2>&1; then
+        log "profile: skipped (perf missing or not allowed: apt-get install linux-perf; perf_event_paranoid)"
+        record kind=profile result:='{"skipped": "perf missing or not allowed"}'
+        return 0
+    fi
+    local out=$WORK/profile-result.json rc keep=()
+    [ "${BENCH_PROFILE_KEEP:-0}" = 1 ] && keep=(--keep-data)
+    rm -rf "$WORK/profile"
+    log "profile: CLI ingest and STOW (curl, 50/request) of the small set under perf"
+    "$PY" "$HERE/profile.py" --bin "$BIN" --dataset "$DS" --work "$WORK/profile" --logs "$LOGS" \
+        --freq "${BENCH_PROFILE_FREQ:-1000}" "${keep[@]}" >"$out"
+    rc=$?
+    if [ -s "$out" ]; then
+        "$PY" -c 'import json, sys; print(json.dumps({"kind": "profile", "result": json.load(open(sys.argv[1]))}))' \
+            "$out" >>"$RESULTS" || fail profile "profile.py printed no JSON"
+    fi
+    [ "$rc" = 0 ] || fail profile "profile.py exited $rc (see $LOGS/profile-*.log)"
+}
+
+# journal_cleanup — unmounts and removes the journal step's loop-mounted image.
+journal_cleanup() {
+    local jd=$WORK/journal
+    if mountpoint -q "$jd/mnt" 2>/dev/null; then
+        umount "$jd/mnt" 2>/dev/null || umount -l "$jd/mnt"
+    fi
+    rm -f "$jd/ext4.img"
+}
+
+# step_journal — the limits, CLI ingest and STOW (curl, dicomfs and Orthanc) again on a
+# journaled ext4 (mkfs.ext4 defaults: has_journal, data=ordered) in a loop-mounted sparse image
+# under WORK/journal (made here, removed at the end; BENCH_JOURNAL_GB, default 8), as most
+# users' disks are: the machine's root may run without a journal (its new inodes then pay
+# for every inode deleted in the last 30 s). Records set=small-journal/large-journal and
+# kind=web_journal. Skipped with a message without root, losetup or mkfs.ext4. The image
+# lives on the root disk, so its syncs end as syncs of the image file there.
+step_journal() {
+    if [ "${BENCH_JOURNAL:-1}" = 0 ]; then
+        log "journal: skipped (BENCH_JOURNAL=0)"
+        return 0
+    fi
+    local jd=$WORK/journal why="" out=$WORK/web-journal-result.json rc servers="dicomfs orthanc"
+    if [ "$(id -u)" -ne 0 ]; then why="not root"
+    elif ! command -v mkfs.ext4 >/dev/null || ! command -v losetup >/dev/null; then why="no mkfs.ext4 or losetup"
+    elif [ ! -e /dev/loop-control ]; then why="no /dev/loop-control"
+    fi
+    if [ -z "$why" ]; then
+        journal_cleanup
+        mkdir -p "$jd/mnt"
+        truncate -s "${BENCH_JOURNAL_GB:-8}G" "$jd/ext4.img" &&
+            mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=0 "$jd/ext4.img" >"$LOGS/journal-mkfs.log" 2>&1 &&
+            mount -o loop "$jd/ext4.img" "$jd/mnt" 2>>"$LOGS/journal-mkfs.log" || why="cannot make or loop-mount an ext4 image (see $LOGS/journal-mkfs.log)"
+    fi
+    if [ -n "$why" ]; then
+        log "journal: skipped ($why)"
+        record kind=journal skipped="$why"
+        journal_cleanup
+        return 0
+    fi
+    trap journal_cleanup EXIT
+    record kind=journal fs="$(findmnt -n -o FSTYPE,OPTIONS "$jd/mnt")" \
+        features="$(dumpe2fs -h "$jd/ext4.img" 2>/dev/null | sed -n 's/^Filesystem features: *//p')"
+    log "journal: journaled ext4 at $jd/mnt ($(findmnt -n -o OPTIONS "$jd/mnt"))"
+    limits_run -journal "$jd/mnt/limits"
+    ingest_runs -journal "$jd/mnt/ingest"
+    rm -rf "$jd/mnt/ingest"
+    if [ "${BENCH_WEB:-1}" != 0 ]; then
+        [ "${BENCH_WEB_PEER:-1}" = 0 ] && servers=dicomfs
+        { [ ! -x /usr/sbin/Orthanc ] || [ ! -f /usr/share/orthanc/plugins/libOrthancDicomWeb.so ]; } && servers=dicomfs
+        log "journal: STOW-RS with curl, servers: $servers"
+        "$PY" "$HERE/web.py" --bin "$BIN" --client "$WORK/bin/webbench" --dataset "$DS" --work "$jd/mnt/web" \
+            --logs "$LOGS" --servers "$servers" --stow-reps "$REPS" --stow-clients curl --stow-only \
+            --curl-cache "$WORK/stowcurl-cache" >"$out"
+        rc=$?
+        if [ -s "$out" ]; then
+            "$PY" -c 'import json, sys; print(json.dumps({"kind": "web_journal", "result": json.load(open(sys.argv[1]))}))' \
+                "$out" >>"$RESULTS" || fail journal "web.py printed no JSON"
+        fi
+        [ "$rc" = 0 ] || fail journal "web.py exited $rc (see $LOGS/web-*.log)"
+    fi
+    journal_cleanup
+    trap - EXIT
+}
+
+# step_rss — peak RSS while storing ~2 GB: a set of 4,000 large instances (~2.1 GB; made once
+# by gen_dataset.py with another seed, kept under WORK/rss-dataset-*) ingested with
+# `dicomfs ingest` into a fresh archive, then STOWed (50/request, 2 curl clients) into a fresh
+# `dicomfs serve`. The process's VmHWM is read every 0.2 s; growth = the peak over the run
+# minus the value after the first 10% of the instances (ingest: after start-up, the first
+# sample; STOW: before the first request). Goal: growth < 64 MB. BENCH_RSS_STUDIES (default
+# 1000; QUICK 200) x 4 series x 1 large instance.
+step_rss() {
+    if [ "${BENCH_RSS:-1}" = 0 ]; then
+        log "rss: skipped (BENCH_RSS=0)"
+        return 0
+    fi
+    local studies key dir out=$WORK/rss-result.json rc
+    if [ "$QUICK" = 1 ]; then studies=${BENCH_RSS_STUDIES:-200}; else studies=${BENCH_RSS_STUDIES:-1000}; fi
+    key="studies=$studies gen=$(hash_of "$HERE/gen_dataset.py")"
+    dir=$WORK/rss-dataset-$(echo "$key" | sha256sum | cut -c1-12)
+    if [ ! -f "$dir/manifest.json" ] || [ "$(cat "$dir/key" 2>/dev/null)" != "$key" ]; then
+        rm -rf "$WORK"/rss-dataset-*
+        log "rss: generating $((studies * 4)) large instances into $dir"
+        "$PY" "$HERE/gen_dataset.py" "$dir.tmp" --studies "$studies" --series 4 --small 0 --large 1 --seed 2 \
+            >/dev/null || { fail rss "gen_dataset.py failed"; rm -rf "$dir.tmp"; return 1; }
+        echo "$key" >"$dir.tmp/key"
+        mv "$dir.tmp" "$dir"
+    fi
+    log "rss: peak RSS of dicomfs ingest and dicomfs serve (STOW) storing $(du -sh "$dir/large" | cut -f1) of large instances"
+    "$PY" "$HERE/rss.py" --bin "$BIN" --src "$dir/large" --work "$WORK/rss" --logs "$LOGS" \
+        --curl-cache "$WORK/stowcurl-cache" >"$out"
+    rc=$?
+    if [ -s "$out" ]; then
+        "$PY" -c 'import json, sys; print(json.dumps({"kind": "rss", "result": json.load(open(sys.argv[1]))}))' \
+            "$out" >>"$RESULTS" || fail rss "rss.py printed no JSON"
+    fi
+    [ "$rc" = 0 ] || fail rss "rss.py exited $rc (see $LOGS/rss-*.log)"
+}
+
 step_scales() {
     local n
     for n in $SCALES; do
@@ -433,7 +605,8 @@ step_web() {
     log "web: DICOMweb over HTTP, servers: $servers"
     "$PY" "$HERE/web.py" --bin "$BIN" --client "$WORK/bin/webbench" --dataset "$DS" --work "$WORK/web" \
         --logs "$LOGS" --servers "$servers" --qido-runs "$runs" --meta-runs "$runs" --wado-runs "$wruns" \
-        --stow-reps "$REPS" >"$out"
+        --stow-reps "$REPS" --stow-clients "${BENCH_WEB_CLIENTS:-webbench curl}" \
+        --curl-cache "$WORK/stowcurl-cache" >"$out"
     rc=$?
     # Appended from the file, not through record's argv (per-request times can be long).
     if [ -s "$out" ]; then
@@ -521,9 +694,16 @@ step_mount() {
     mount_cleanup
     trap mount_cleanup EXIT
     log "mount: copy-in, reads, listing (series $series, studies $studies)"
+    # The anchor: a minimal passthrough FUSE (same libfuse, same options), built here.
+    local pt=()
+    if [ ! -x "$WORK/bin/passthrough" ] || [ "$HERE/passthrough.c" -nt "$WORK/bin/passthrough" ]; then
+        cc -O2 -Wall -o "$WORK/bin/passthrough" "$HERE/passthrough.c" $(pkg-config --cflags --libs fuse3) \
+            2>"$LOGS/passthrough-cc.log" || log "mount: cannot build passthrough.c (see $LOGS/passthrough-cc.log)"
+    fi
+    [ -x "$WORK/bin/passthrough" ] && pt=(--passthrough "$WORK/bin/passthrough")
     "$PY" "$HERE/mountbench.py" --bin "$BIN" --dataset "$DS" --work "$WORK/mount" --logs "$LOGS" \
         --schema "$SCHEMA" --reps "$REPS" --read-passes "$passes" --cold-passes "$cold" --ls-runs "$lsruns" \
-        --series "$series" --studies "$studies" --fsyncbench "$WORK/bin/fsyncbench" \
+        --series "$series" --studies "$studies" --fsyncbench "$WORK/bin/fsyncbench" "${pt[@]}" \
         $([ "${BENCH_REBUILD:-0}" = 1 ] && echo --rebuild) >"$out"
     rc=$?
     mount_cleanup
@@ -533,6 +713,29 @@ step_mount() {
             "$out" >>"$RESULTS" || fail mount "mountbench.py printed no JSON"
     fi
     [ "$rc" = 0 ] || fail mount "mountbench.py exited $rc (see above and $LOGS/mount-*.log)"
+}
+
+# step_dicomcast — dicomcast.py (issue 10): the sync rate (entries/s) of `dicomcast --once`
+# over the small set against the FHIR R4 server of tests/fhir (npm @medplum/fhir-router in
+# memory; `npm ci` there the first time), and the lag from STOW to the ImagingStudy being
+# visible (p50/p95) while STOW runs at half that rate. No goal in the issue: figures only.
+# BENCH_DICOMCAST=0 skips it; needs node and npm. ~2 min at the default size.
+step_dicomcast() {
+    if [ "${BENCH_DICOMCAST:-1}" = 0 ]; then
+        log "dicomcast: skipped (BENCH_DICOMCAST=0)"
+        return 0
+    fi
+    [ -x "$BUILD/dicomcast" ] || { fail dicomcast "no $BUILD/dicomcast (build the dicomcast target)"; return 1; }
+    local out=$WORK/dicomcast-result.json rc
+    log "dicomcast: sync rate and STOW-to-FHIR lag"
+    "$PY" "$HERE/dicomcast.py" --dicomfs "$BIN" --dicomcast "$BUILD/dicomcast" --dataset "$DS" \
+        --work "$WORK/dicomcast" >"$out" 2>"$LOGS/dicomcast.log"
+    rc=$?
+    if [ -s "$out" ]; then
+        "$PY" -c 'import json, sys; print(json.dumps({"kind": "dicomcast", "result": json.load(open(sys.argv[1]))}))' \
+            "$out" >>"$RESULTS" || fail dicomcast "dicomcast.py printed no JSON"
+    fi
+    [ "$rc" = 0 ] || fail dicomcast "dicomcast.py exited $rc (see $LOGS/dicomcast.log)"
 }
 
 step_report() {

@@ -239,12 +239,25 @@ class Bench:
             f.write("".join(x + "\n" for x in lines))
         return path
 
-    def stow(self, srv, rows, per, label):
+    def stow(self, srv, rows, per, label, client="webbench"):
         lst = self.write_list("stow-%s.txt" % label, [r["path"] for r in rows])
+        if client == "curl":  # stowcurl.py: the curl command line, 2 processes, keep-alive
+            r = subprocess.run([sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                                             "stowcurl.py"),
+                                "--url", srv.base + "/studies", "--list", lst, "--per", str(per), "--clients", "2",
+                                "--cache", self.a.curl_cache, "--server-pid", str(srv.pid)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            if r.returncode != 0 or not r.stdout.strip():
+                raise RuntimeError("stowcurl.py failed (exit %d): %s" % (
+                    r.returncode, r.stderr.decode("utf-8", "replace")[-500:]))
+            if r.stderr:
+                log("stowcurl: %s" % r.stderr.decode("utf-8", "replace").strip()[-300:])
+            return json.loads(r.stdout)
         c0 = cpu_of(srv.pid)
         res = self.run_client("stow", srv.base + "/studies", 2, per, lst)
         c1 = cpu_of(srv.pid)
         res["server_cpu_seconds"] = c1 - c0 if c0 is not None and c1 is not None else None
+        res["client"] = "webbench"
         return res
 
     def get(self, srv, urls, accept, runs, warmup, label, save=False, clients=1):
@@ -318,16 +331,38 @@ class Bench:
                 "server_cpu_seconds_per_pass": cpu / n_passes if cpu is not None else None}
 
 
+TRASH = []  # server directories, deleted at the end (see run_server)
+
+
+def peak_rss_kb(pid):
+    """VmHWM of PID (its peak resident set so far), or None."""
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def run_server(a, b, out, name, rep, last, sets, queries, meta_study, meta_large):
-    """One round of the four STOW runs on NAME, and on the last round the reads."""
+    """One round of the STOW runs on NAME (set x per request x client), and on the last
+    round the reads (on the first client's servers)."""
+    first_client = a.stow_clients.split()[0]
     res = out["servers"].setdefault(name, {"stow": []})
-    for setname in ("small", "large"):
+    for setname, per, client in [(s_, p_, c_) for s_ in ("small", "large") for p_ in (1, 50)
+                                 for c_ in a.stow_clients.split()]:
         rows = sets[setname]
-        for per in (1, 50):
-            label = "%s-%s-%d" % (name, setname, per)
+        if True:
+            # A new directory for every run, deleted only at the end of the step: on ext4
+            # without a journal each new inode is allocated after scanning past the inodes
+            # deleted in the last 30 s, so a run right after a deletion pays for it.
+            label = "%s-%s-%d-%s-r%d" % (name, setname, per, client, rep)
             d = os.path.join(a.work, label)
             shutil.rmtree(d, ignore_errors=True)
             os.makedirs(d)
+            TRASH.append(d)
             srv = Dicomfs(a.bin, d, a.logs) if name == "dicomfs" else Orthanc(d, a.logs)
             try:
                 srv.start()
@@ -336,16 +371,17 @@ def run_server(a, b, out, name, rep, last, sets, queries, meta_study, meta_large
                 log("ERROR %s: %s" % (label, e))
                 continue
             try:
-                log("%s: STOW-RS %d %s instances, %d per request, 2 clients (round %d of %d)" % (
-                    name, len(rows), setname, per, rep, a.stow_reps))
-                st = b.stow(srv, rows, per, label)
-                st.update({"set": setname, "per_request": per, "rep": rep})
+                log("%s: STOW-RS %d %s instances, %d per request, 2 %s clients (round %d of %d)" % (
+                    name, len(rows), setname, per, client, rep, a.stow_reps))
+                st = b.stow(srv, rows, per, label, client)
+                st.update({"set": setname, "per_request": per, "rep": rep, "client": client})
+                st["server_peak_rss_kb"] = peak_rss_kb(srv.pid)
                 if name == "orthanc":
                     st["stored_count"] = srv.count_instances()
                 log("%s: %.0f inst/s, %.1f MB/s (%s)" % (label, st["instances"] / st["seconds"],
                                                         st["bytes"] / 1e6 / st["seconds"], st["status"]))
                 res["stow"].append(st)
-                if last and setname == "small" and per == 50:
+                if last and setname == "small" and per == 50 and client == first_client:
                     log("%s: QIDO-RS, %d passes over %d queries" % (name, a.qido_runs, len(queries)))
                     res["qido"] = b.qido(srv, queries)
                     extra = b.stow(srv, meta_large, 50, label + "-meta")
@@ -354,7 +390,7 @@ def run_server(a, b, out, name, rep, last, sets, queries, meta_study, meta_large
                             label, extra["first_error"][:200]))
                     log("%s: study metadata (%d instances), %d runs" % (name, out["meta_instances"], a.meta_runs))
                     res["metadata"] = b.metadata(srv, meta_study, out["meta_instances"])
-                if last and setname == "large" and per == 50:
+                if last and setname == "large" and per == 50 and client == first_client:
                     urls = [srv.base + "/studies/%s/series/%s/instances/%s" % (r["study"], r["series"], r["sop"])
                             for r in rows]
                     studies = {}
@@ -386,7 +422,6 @@ def run_server(a, b, out, name, rep, last, sets, queries, meta_study, meta_large
                 log("ERROR %s: %s" % (label, e))
             finally:
                 srv.stop()
-                shutil.rmtree(d, ignore_errors=True)
 
 
 def main():
@@ -401,8 +436,13 @@ def main():
     ap.add_argument("--meta-runs", type=int, default=100)
     ap.add_argument("--wado-runs", type=int, default=3)
     ap.add_argument("--stow-reps", type=int, default=3, help="rounds of the STOW runs (the median is reported)")
+    ap.add_argument("--stow-clients", default="webbench curl",
+                    help="STOW clients: webbench (libcurl, one buffer, no Expect) and/or curl (stowcurl.py)")
+    ap.add_argument("--stow-only", action="store_true", help="the STOW runs only (no QIDO, metadata, WADO)")
+    ap.add_argument("--curl-cache", help="where stowcurl.py keeps its request bodies (default WORK/../stowcurl-cache)")
     a = ap.parse_args()
     a.logs = a.logs or a.work
+    a.curl_cache = a.curl_cache or os.path.join(os.path.dirname(os.path.abspath(a.work)), "stowcurl-cache")
     os.makedirs(a.work, exist_ok=True)
     os.makedirs(a.logs, exist_ok=True)
     b = Bench(a)
@@ -420,7 +460,7 @@ def main():
            "stow_reps": a.stow_reps}
 
     for rep in range(1, a.stow_reps + 1):
-        last = rep == a.stow_reps  # QIDO, metadata and WADO run on the last round's servers
+        last = rep == a.stow_reps and not a.stow_only  # QIDO, metadata and WADO: the last round's servers
         for name in a.servers.split():
             run_server(a, b, out, name, rep, last, sets, queries, meta_study, meta_large)
     if "orthanc" in a.servers.split():
@@ -432,6 +472,10 @@ def main():
                        "128 MB storage cache, 50 HTTP threads, keep-alive; DICOM server off, auth off; "
                        "WADO instance Accept: %s (its plugin has no single-part answer)" % (v, MULTIPART_ANY))
     out["seconds"] = time.time() - t_start
+    out["stow_clients"] = a.stow_clients.split()
+    log("removing %d server directories" % len(TRASH))
+    for d in TRASH:
+        shutil.rmtree(d, ignore_errors=True)
     print(json.dumps(out))
     # A failure on dicomfs's side is the bench's own (exit 1); the peer's are notes.
     return 1 if any(e.startswith("dicomfs") for e in out["errors"]) else 0
