@@ -27,8 +27,12 @@ SERVE_FLAGS ?=
 # Stores what is in $(INBOX) (if anything; refused files are reported, not fatal), then
 # serves the archive over DICOMweb and, where FUSE is available, as a folder at $(MOUNT),
 # until Ctrl-C. tools/run.sh holds the steps (tests/make_run.sh tests them).
+# FHIR=URL runs dicomcast beside it into that FHIR R4 server (CAST_STATE, CAST_FLAGS).
+FHIR ?=
+CAST_STATE ?= ./dicomcast.state.json
+CAST_FLAGS ?=
 run: build
-	@tools/run.sh '$(BUILD)/dicomfs' '$(ARCHIVE)' '$(INBOX)' '$(MOUNT)' '$(HTTP)' $(MOUNT_FLAGS) $(SERVE_FLAGS)
+	@FHIR='$(FHIR)' CAST_STATE='$(CAST_STATE)' CAST_FLAGS='$(CAST_FLAGS)' DICOMCAST='$(BUILD)/dicomcast' tools/run.sh '$(BUILD)/dicomfs' '$(ARCHIVE)' '$(INBOX)' '$(MOUNT)' '$(HTTP)' $(MOUNT_FLAGS) $(SERVE_FLAGS)
 
 test: test-deps build
 	@cd $(BUILD) && ctest --output-on-failure -j $(JOBS)

@@ -62,6 +62,27 @@ if [ -n "$(ls -A -- "$inbox")" ]; then
     esac
 fi
 
+# FHIR=URL (make run FHIR=...): dicomcast beside the server, following its change feed
+# into that FHIR R4 server (state in $CAST_STATE), until the server stops. It starts once
+# the HTTP port answers; Ctrl-C stops both (one process group).
+if [ -n "${FHIR:-}" ]; then
+    serve_pid=$$
+    (
+        for _ in $(seq 1 300); do
+            (exec 3<>"/dev/tcp/${http%:*}/${http##*:}") 2>/dev/null && break
+            sleep 0.1
+        done
+        # shellcheck disable=SC2086  # CAST_FLAGS: several options
+        "${DICOMCAST:-$(dirname -- "$dicomfs")/dicomcast}" --dicomweb "http://$http" --fhir "$FHIR" \
+            --state "${CAST_STATE:-./dicomcast.state.json}" --poll 5 ${CAST_FLAGS:-} &
+        cast=$!
+        while kill -0 "$serve_pid" 2>/dev/null && kill -0 "$cast" 2>/dev/null; do sleep 1; done
+        kill "$cast" 2>/dev/null
+        wait "$cast"
+    ) &
+    say "dicomcast: syncing http://$http to $FHIR"
+fi
+
 if $fuse; then
     exec "$dicomfs" serve "$archive" --http "$http" "$@" --mount "$mnt" "$@"
 fi
