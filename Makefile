@@ -4,7 +4,7 @@ ARCHIVE ?= ./archive
 INBOX   ?= ./inbox
 JOBS    ?= $(shell nproc)
 
-.PHONY: all deps test-deps build run test bench asan crashtest clean
+.PHONY: all deps test-deps build run test bench asan crashtest fuzz fuzz-ci clean
 
 all: build
 
@@ -37,6 +37,7 @@ run: build
 test: test-deps build
 	@cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
 	@$(MAKE) --no-print-directory asan
+	@$(MAKE) --no-print-directory fuzz-ci
 
 # The same suite under AddressSanitizer and UndefinedBehaviorSanitizer; any report fails it.
 asan: test-deps
@@ -57,9 +58,25 @@ crashtest: test-deps build
 		CRASH_ROUNDS=$(CRASH_ROUNDS) POWERLOSS_ROUNDS=$(POWERLOSS_ROUNDS) /usr/bin/python3 tests/crash/$$t.py; \
 	done
 
+# libFuzzer targets (tests/fuzz/README.md), built with clang-14 in $(FUZZ_BUILD). `make fuzz`
+# runs each FUZZ_TIME seconds in turn (FUZZ_TARGETS: some of them), keeping new inputs in
+# $(FUZZ_BUILD)/fuzz-work/; `make fuzz-ci` (part of `make test`) replays the regressions and
+# runs each FUZZ_CI_TIME seconds on the stored corpus, two at a time.
+FUZZ_BUILD   ?= $(BUILD)-fuzz
+FUZZ_TIME    ?= 600
+FUZZ_CI_TIME ?= 25
+FUZZ_TARGETS ?=
+fuzz: test-deps
+	@tests/fuzz/run.sh build $(FUZZ_BUILD)
+	@tests/fuzz/run.sh fuzz $(FUZZ_BUILD) $(FUZZ_TIME) $(FUZZ_TARGETS)
+
+fuzz-ci: test-deps
+	@tests/fuzz/run.sh build $(FUZZ_BUILD)
+	@tests/fuzz/run.sh ci $(FUZZ_BUILD) $(FUZZ_CI_TIME)
+
 bench: build
 	@tools/install-deps.sh --bench
 	@tools/bench/run.sh $(BUILD)
 
 clean:
-	rm -rf $(BUILD) $(BUILD)-asan
+	rm -rf $(BUILD) $(BUILD)-asan $(BUILD)-fuzz

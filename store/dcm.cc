@@ -85,7 +85,9 @@ static void read_attr(DcmDataset *ds, const DcmTagKey &key, dcm_attr *out)
     DcmElement *el = NULL;
     out->present = ds->findAndGetElement(key, el).good() && el != NULL;
     out->value[0] = 0;
+    out->len = 0;
     out->truncated = false;
+    out->has_nul = false;
     if (!out->present) return;
     OFString v;
     if (el->getOFStringArray(v).bad()) return;
@@ -98,6 +100,8 @@ static void read_attr(DcmDataset *ds, const DcmTagKey &key, dcm_attr *out)
         len = sizeof out->value - 1;
         out->truncated = true;
     }
+    out->has_nul = memchr(v.c_str() + lead, 0, len) != NULL;
+    out->len = len;
     memcpy(out->value, v.c_str() + lead, len);
     out->value[len] = 0;
 }

@@ -30,6 +30,8 @@ typedef struct {
     bool present;
     char value[256];
     bool truncated; /* longer than value[] could hold */
+    bool has_nul;   /* a NUL inside the value: never a valid UID */
+    size_t len;     /* bytes in value[] (NULs included) */
 } dcm_attr;
 
 /* Frame layout. kind 0: unknown (decode to get frames); 1: native, frame i at

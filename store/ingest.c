@@ -14,6 +14,8 @@
 
 #include "internal.h"
 
+#define WRITEBACK_MIN (256 * 1024) /* smaller uploads are written by the group's one sync */
+
 void item_reject(store_item *item, store_status st, int reason, const char *fmt, ...)
 {
     item->final = true;
@@ -72,10 +74,10 @@ static void add_failed(store_item *item, const char *line)
 static bool check_uid(store_item *item, const dcm_attr *a, const char *name, const char *tag)
 {
     char line[400], shown[100];
-    dcm_printable(a->value, strlen(a->value), 70, shown, sizeof shown);
+    dcm_printable(a->value, a->len, 70, shown, sizeof shown); /* inner NULs shown as \x00 */
     if (!a->present || a->value[0] == 0)
         snprintf(line, sizeof line, "DICOM100: %s - %s is missing or empty; it is required", tag, name);
-    else if (a->truncated || !store_valid_uid(a->value))
+    else if (a->truncated || a->has_nul || !store_valid_uid(a->value))
         snprintf(line, sizeof line, "DICOM100: %s - Content \"%s\" does not validate VR UI: "
                  "a UID is digits and dots, ends with a digit, and has at most 64 characters", tag, shown);
     else
@@ -291,6 +293,9 @@ store_item *store_upload_finish(store_upload *up, const store_ingest_opts *o)
     snprintf(item->partition, sizeof item->partition, "%s", o && o->partition ? o->partition : STORE_DEFAULT_PARTITION);
     store_t *s = up->store;
     store_status failed = up->failed;
+    /* Start writing a large upload's bytes to the disk now, while it is parsed and the
+     * group gathers: the commit's sync then finds them written (I/O beside CPU). */
+    if (!failed && up->size >= WRITEBACK_MIN) sync_file_range(up->fd, 0, 0, SYNC_FILE_RANGE_WRITE);
     if (failed)
         item_reject(item, failed, STORE_FAIL_PROCESSING, "the upload could not be written to the archive's disk%s",
                     failed == STORE_ENOSPC ? ": the disk is full" : "");

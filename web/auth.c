@@ -1167,6 +1167,14 @@ bool web_auth_check(const web_auth *a, const char *authorization, web_principal 
     bool crit = json_object_get(head, "crit") != NULL;
     json_decref(head);
     if (crit) return deny(why, len, "the token's header has crit extensions");
+    /* The payload whole (libjwt reads it as a C string: "{...}\0junk" would pass there). */
+    size_t plen;
+    unsigned char *praw = b64url_decode(dot1 + 1, (size_t)(dot2 - dot1 - 1), &plen);
+    json_t *payload = praw ? json_loadb((const char *)praw, plen, 0, NULL) : NULL;
+    free(praw);
+    bool payload_ok = json_is_object(payload);
+    json_decref(payload);
+    if (!payload_ok) return deny(why, len, "the token's payload is not base64url JSON");
     jwt_alg_t want;
     auth_key_type type = 0;
     if (strcmp(alg, "RS256") == 0) want = JWT_ALG_RS256, type = AUTH_KEY_RSA;
