@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -248,10 +249,19 @@ static int series_time(const node *n, int64_t *us)
     return rc;
 }
 
+static int getattr_node(node *np, const char *path, struct stat *st);
+
 static int op_getattr(const char *path, struct stat *st, struct fuse_file_info *fi)
 {
     (void)fi;
     node n = classify(path);
+    return getattr_node(&n, path, st);
+}
+
+/* The attributes of the classified node N (PATH: its path). */
+static int getattr_node(node *np, const char *path, struct stat *st)
+{
+    node n = *np;
     fs_mount *m = self();
     int rc = 0;
     switch (n.kind) {
@@ -383,53 +393,131 @@ static int op_readlink(const char *path, char *buf, size_t size)
     return rc;
 }
 
+/* A folder's listing, taken when it is read from the start (opendir, rewinddir) and kept
+ * in the open folder's handle: the kernel reads it in pieces at offsets (entry I is at
+ * offset I + 1), and with offsets libfuse hands the attributes of READDIRPLUS to the
+ * kernel (without them it tells the kernel to ignore them, and every name is looked up
+ * again). Entries with full attributes go out as "plus"; the others (fixed names, whose
+ * attributes cost a query of their own) carry only their type, for ls and find. */
 typedef struct {
-    void *buf;
-    fuse_fill_dir_t filler;
-    enum fuse_fill_dir_flags plus; /* FUSE_FILL_DIR_PLUS when the kernel takes attributes */
-} lister;
+    char *name;
+    struct stat st;
+    bool full; /* st is the entry's getattr (else only st_mode's type is set) */
+} dir_entry;
+
+typedef struct {
+    dir_entry *v;
+    size_t n, cap;
+} dir_list;
+
+static void dir_clear(dir_list *d)
+{
+    for (size_t i = 0; i < d->n; i++) free(d->v[i].name);
+    d->n = 0;
+}
+
+static void dir_add(dir_list *d, const char *name, const struct stat *st, mode_t type)
+{
+    if (d->n == d->cap) {
+        d->cap = d->cap ? d->cap * 2 : 64;
+        if (!(d->v = realloc(d->v, d->cap * sizeof *d->v))) abort();
+    }
+    dir_entry *e = &d->v[d->n++];
+    if (!(e->name = strdup(name))) abort();
+    e->full = st != NULL;
+    if (st) e->st = *st;
+    else {
+        memset(&e->st, 0, sizeof e->st);
+        e->st.st_mode = type;
+    }
+}
 
 static void fill_one(void *ctx, const char *name, const struct stat *st)
 {
-    lister *l = ctx;
-    l->filler(l->buf, name, st, 0, st ? l->plus : 0);
+    dir_add(ctx, name, st, 0);
 }
+
+static int op_opendir(const char *path, struct fuse_file_info *fi)
+{
+    (void)path; /* libfuse 3.14's high-level opendir passes neither keep_cache nor cache_readdir on */
+    dir_list *d = calloc(1, sizeof *d);
+    if (!d) abort();
+    fi->fh = (uint64_t)(uintptr_t)d;
+    return 0;
+}
+
+static int op_releasedir(const char *path, struct fuse_file_info *fi)
+{
+    (void)path;
+    dir_list *d = (dir_list *)(uintptr_t)fi->fh;
+    if (d) {
+        dir_clear(d);
+        free(d->v);
+        free(d);
+    }
+    return 0;
+}
+
+static int list_dir(const char *path, dir_list *l);
 
 static int op_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t off, struct fuse_file_info *fi,
                       enum fuse_readdir_flags flags)
 {
-    (void)off;
-    (void)fi;
+    dir_list *d = (dir_list *)(uintptr_t)fi->fh, tmp = {0};
+    if (!d) d = &tmp; /* not opened by opendir (cannot happen with libfuse): one shot */
+    if (off == 0 || d == &tmp) {
+        dir_clear(d);
+        int rc = list_dir(path, d);
+        if (rc) {
+            dir_clear(d);
+            free(tmp.v);
+            return rc;
+        }
+    }
+    enum fuse_fill_dir_flags plus = (flags & FUSE_READDIR_PLUS) ? FUSE_FILL_DIR_PLUS : 0;
+    for (size_t i = (size_t)off; i < d->n; i++)
+        if (filler(buf, d->v[i].name, &d->v[i].st, (off_t)(i + 1), d->v[i].full ? plus : 0)) break;
+    if (d == &tmp) {
+        dir_clear(d);
+        free(tmp.v);
+    }
+    return 0;
+}
+
+/* Fills L with the entries of the folder PATH. */
+static int list_dir(const char *path, dir_list *l)
+{
     node n = classify(path);
     fs_mount *m = self();
-    filler(buf, ".", NULL, 0, 0);
-    filler(buf, "..", NULL, 0, 0);
-    lister l = {buf, filler, (flags & FUSE_READDIR_PLUS) ? FUSE_FILL_DIR_PLUS : 0};
+#define add_dir(name) dir_add(l, name, NULL, S_IFDIR)
+#define add_file(name) dir_add(l, name, NULL, S_IFREG)
+    add_dir(".");
+    add_dir("..");
     switch (n.kind) {
     case N_ROOT:
         for (const char *const *d = (const char *const[]){"inbox", "studies", "patients", "search", "changes",
                                                            "extended-query-tags", "operations", NULL};
              *d; d++)
-            filler(buf, *d, NULL, 0, 0);
-        inbox_list(m->inbox, "/", fill_one, &l);
+            add_dir(*d);
+        inbox_list(m->inbox, "/", fill_one, l);
         return 0;
     case N_INBOX:
-        inbox_list(m->inbox, "/inbox", fill_one, &l);
+        inbox_list(m->inbox, "/inbox", fill_one, l);
         return 0;
     case N_DROP: {
         struct stat st;
         if (inbox_stat(m->inbox, path, &st) != 0 || !S_ISDIR(st.st_mode)) return -ENOTDIR;
-        inbox_list(m->inbox, path, fill_one, &l);
+        inbox_list(m->inbox, path, fill_one, l);
         return 0;
     }
     case N_CHANGES: {
-        filler(buf, "latest.json", NULL, 0, 0);
-        filler(buf, "feed.jsonl", NULL, 0, 0);
+        add_file("latest.json");
+        add_file("feed.jsonl");
         int64_t head = store_changefeed_head(m->store);
         for (int64_t i = head > 10000 ? head - 10000 + 1 : 1; i <= head; i++) { /* the newest 10,000 */
             char name[32];
             snprintf(name, sizeof name, "%lld.json", (long long)i);
-            filler(buf, name, NULL, 0, 0);
+            add_file(name);
         }
         return 0;
     }
@@ -445,39 +533,42 @@ static int op_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t
             struct stat st;
             if (n.kind == N_INSTANCES) fs_file_stat(&st, e[i].size, e[i].updated_us);
             else fs_dir_stat(&st, e[i].updated_us);
-            fill_one(&l, name, &st);
+            fill_one(l, name, &st);
         }
         free(e);
         return 0;
     }
-    case N_STUDY:
-        filler(buf, "metadata.json", NULL, 0, 0);
-        filler(buf, "series", NULL, 0, 0);
+    case N_STUDY: case N_SERIES: {
+        /* The subfolder with its attributes (those getattr gives): find and ls -R descend
+         * into it without a lookup. metadata.json's size costs a query of its own. */
+        struct stat st;
+        add_file("metadata.json");
+        node sub = n;
+        sub.kind = n.kind == N_STUDY ? N_SERIES_DIR : N_INSTANCES;
+        if (getattr_node(&sub, path, &st) == 0) fill_one(l, n.kind == N_STUDY ? "series" : "instances", &st);
+        else add_dir(n.kind == N_STUDY ? "series" : "instances");
         return 0;
-    case N_SERIES:
-        filler(buf, "metadata.json", NULL, 0, 0);
-        filler(buf, "instances", NULL, 0, 0);
-        return 0;
+    }
     case N_PATIENTS: {
         patients_node p;
         int rc = patients_of(&n, &p);
         if (rc == -ENOENT && tombs_has(m->tombs, path)) return 0;
-        return rc ? rc : patients_list(m->store, &p, fill_one, &l);
+        return rc ? rc : patients_list(m->store, &p, fill_one, l);
     }
     case N_SEARCH:
-        filler(buf, "studies", NULL, 0, 0);
-        filler(buf, "series", NULL, 0, 0);
-        filler(buf, "instances", NULL, 0, 0);
+        add_dir("studies");
+        add_dir("series");
+        add_dir("instances");
         return 0;
     case N_SEARCH_LEVEL:
         return 0; /* any query may be looked up; none is listed */
     case N_XQT:
-        return xqt_list(m, fill_one, &l);
+        return xqt_list(m, fill_one, l);
     case N_OPS:
-        return xqt_op_list(m, fill_one, &l);
+        return xqt_op_list(m, fill_one, l);
     case N_SEARCH_QUERY: {
         char *level = segment(&n, 1), *query = segment(&n, 2);
-        int rc = search_list(m, level, query, fill_one, &l);
+        int rc = search_list(m, level, query, fill_one, l);
         free(level);
         free(query);
         return rc;
@@ -486,6 +577,8 @@ static int op_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t
         return -ENOTDIR;
     }
 }
+#undef add_dir
+#undef add_file
 
 /* An open file: an object file's descriptor, or generated text. Open files are also
  * linked to the mount, because an unmount while busy ends the session without their
@@ -606,8 +699,16 @@ static int op_open(const char *path, struct fuse_file_info *fi)
         store_instance in;
         rc = instance_of(&n, &in);
         if (!rc && (f->fd = store_open_object(self()->store, &in)) < 0) rc = -errno;
-        /* auto_cache keeps the page cache while size and mtime stay (an instance deleted
-         * and stored again has a new mtime); notify.c drops it on a change too. */
+        /* An object file shorter or longer than its row says was damaged behind the
+         * archive's back: EIO, rather than reads that end early as if it were whole. */
+        struct stat sb;
+        if (!rc && (fstat(f->fd, &sb) != 0 || (uint64_t)sb.st_size != in.size)) rc = -EIO;
+        /* A stored instance never changes: its pages stay cached across opens. Deleted,
+         * its name is gone at the next lookup (at most entry_timeout later, at once for
+         * studies/ paths, which notify.c invalidates with their pages); stored again, it
+         * has a new mtime, and the kernel drops pages whose file's mtime or size changed. */
+        fi->keep_cache = 1;
+        fi->noflush = 1; /* read-only, nothing to report at close(): no FLUSH round trip */
     } else {
         rc = generate(&n, &f->text, &f->len);
         fi->direct_io = 1; /* generated text may differ from the size getattr saw */
@@ -835,13 +936,18 @@ static int op_utimens(const char *path, const struct timespec tv[2], struct fuse
 
 static void *op_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 {
-    (void)conn;
+    /* keep_cache relies on it (libfuse's default, made explicit): when a lookup or getattr
+     * shows a file's mtime or size changed, the kernel drops its cached pages. */
+    if (conn->capable & FUSE_CAP_AUTO_INVAL_DATA) conn->want |= FUSE_CAP_AUTO_INVAL_DATA;
     /* Short caches: instances stored over HTTP or by another process must show soon. */
     cfg->entry_timeout = 1;
     cfg->attr_timeout = 1;
     cfg->negative_timeout = 0;
     cfg->use_ino = 0;
-    cfg->auto_cache = 1; /* instance files keep their page cache while size and mtime stay */
+    /* Instance files keep their page cache (keep_cache at their open, see op_open); drops
+     * and generated files do not. No auto_cache: its getattr at every open is not needed
+     * for files that never change. */
+    cfg->auto_cache = 0;
     /* rm of an open file removes it (no .fuse_hidden rename): an open drop is then
      * cancelled, and an open instance can be deleted with --allow-delete. */
     cfg->hard_remove = 1;
@@ -852,7 +958,9 @@ static void *op_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 static const struct fuse_operations ops = {
     .init = op_init,
     .getattr = op_getattr,
+    .opendir = op_opendir,
     .readdir = op_readdir,
+    .releasedir = op_releasedir,
     .readlink = op_readlink,
     .open = op_open,
     .read = op_read,
@@ -913,8 +1021,17 @@ fs_mount *fs_mount_start(store_t *store, const char *mountpoint, const fs_option
     clock_gettime(CLOCK_REALTIME, &now);
     m->started_us = (int64_t)now.tv_sec * 1000000 + now.tv_nsec / 1000;
     m->mountpoint = strdup(mountpoint);
-    char *argv[] = {"dicomfs", "-o", "fsname=dicomfs,subtype=dicomfs", "-o", "allow_other,default_permissions", NULL};
-    struct fuse_args args = FUSE_ARGS_INIT(o && o->allow_other ? 5 : 3, argv);
+    char *argv[] = {"dicomfs", "-o", "fsname=dicomfs,subtype=dicomfs", NULL, NULL, NULL, NULL};
+    int argc = 3;
+    if (o && o->allow_other) {
+        argv[argc++] = "-o";
+        argv[argc++] = "allow_other,default_permissions";
+    }
+    /* DICOMFS_FUSE_DEBUG=1: libfuse prints every request and reply on stderr (-d), to
+     * count the round trips of a workload. */
+    const char *dbg = getenv("DICOMFS_FUSE_DEBUG");
+    if (dbg && *dbg && strcmp(dbg, "0") != 0) argv[argc++] = "-d";
+    struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
     m->fuse = fuse_new(&args, &ops, sizeof ops, m);
     fuse_opt_free_args(&args);
     if (!m->fuse || fuse_mount(m->fuse, mountpoint) != 0) {

@@ -4,7 +4,8 @@ same work done on a plain directory of the same disk.
 
     mountbench.py --bin DICOMFS --dataset DS --work DIR [--logs DIR] [--schema HASH]
                   [--reps N] [--read-passes N] [--cold-passes N] [--ls-runs N]
-                  [--series N] [--studies "FEW MANY"] [--rebuild]
+                  [--series N] [--studies "FEW MANY"] [--rebuild] [--fsyncbench BIN]
+                  [--passthrough BIN] [--no-sync-close]
 
 Prints one JSON object (see the end of main()); progress goes to stderr. Every mount is
 `DICOMFS mount ARCHIVE MP` in the foreground (a child of this process), waited for with
@@ -12,18 +13,28 @@ os.path.ismount, and always unmounted (fusermount3 -u, then SIGTERM/SIGKILL of t
 fusermount3 -uz if it does not end) — also on an exception, SIGINT or SIGTERM.
 
 copy    For each of --reps rounds and each dataset set (small, large): a fresh archive,
-        mounted; `cp -r DS/SET MP/inbox/` timed (each file is stored and fsync'd before its
-        close returns, so cp's end is durability); then unmounted and the stored instances
-        counted in index.db. The peer: `cp -r DS/SET PLAIN/` followed by `sync`, timed together,
-        into a fresh directory on the same file system. Sources read once first (page cache).
-        With --fsyncbench, also `fsyncbench copy` of the same files (each written and fsync'd
-        before the next: the durability a close through the mount gives), for context.
+        mounted; `cp -r DS/SET MP/inbox/` then `sync MP/inbox` timed (close() returns once a
+        file is checked; `sync DIR` once every queued commit is durable), side "mount"; then
+        unmounted and the stored instances counted in index.db. Unless --no-sync-close, the
+        same with `dicomfs mount --sync-close` ("mount_sync_close": each close waits for
+        durability). With --passthrough (tools/bench/passthrough.c, a minimal passthrough
+        FUSE: the goals' anchor), after each the same `cp -r` + `sync` into it over a fresh
+        directory of the same disk: "fuse" (plain) and "fuse_fsync_close" (-o fsync_close:
+        each close fsyncs, the durability --sync-close gives). The peer: `cp -r DS/SET PLAIN/`
+        followed by `sync`, timed together, into a fresh directory on the same file system.
+        Sources read once first (page cache). With --fsyncbench, also `fsyncbench copy` of the
+        same files (each written and fsync'd before the next), for context.
 read    On the last round's two archives: `find MP/studies -name '*.dcm' -print0 | xargs -0
-        cat >/dev/null` against the same pipeline over ARCHIVE/objects. Warm: one untimed pass
-        each, then --read-passes timed passes, alternating. Cold (when /proc/sys/vm/drop_caches
-        can be written): `sync; echo 3 > drop_caches` before each of --cold-passes passes.
-        The mount process keeps its own SQLite cache; only the kernel's caches are dropped.
-        Also, warm, the find alone (no reads): where the mount's time goes.
+        cat >/dev/null` against the same pipeline over ARCHIVE/objects ("direct") and, with
+        --passthrough, through the passthrough FUSE (-o keep_cache, as the mount keeps
+        instances' pages) over a mirror of studies/ whose .dcm files are hard links to the
+        objects ("fuse": the same files through the same tree, the goal's anchor) and over
+        ARCHIVE/objects ("fuse_flat": the direct reads' tree). Warm: one untimed pass each,
+        then --read-passes timed passes, the sides in turn (each goes first once in a while).
+        Cold (when /proc/sys/vm/drop_caches can be written): `sync; echo 3 > drop_caches`
+        before each of --cold-passes passes (all sides but fuse_flat). The mount process
+        keeps its own SQLite cache; only the kernel's caches are dropped. Also, warm, the
+        find alone (no reads): where the time goes.
 listing Archives of one --series-instance series plus FEW or MANY one-instance studies
         (synthetic ~1 KB instances from gen_synth.py's template), built once with `dicomfs
         ingest` and kept under WORK (keyed by the sizes, the generator and the index schema).
@@ -136,9 +147,10 @@ def holders(mp):
 class Mount:
     """`with Mount(...) as m:` — the archive mounted at m.mp for the block's length."""
 
-    def __init__(self, binary, archive, mp, logpath, problems):
+    def __init__(self, binary, archive, mp, logpath, problems, cmd=None):
         self.bin, self.archive, self.mp, self.logpath = binary, archive, mp, logpath
         self.problems = problems  # list of strings: anomalies seen (log lines, exit codes)
+        self.cmd = cmd or [binary, "mount", archive, mp]  # e.g. the passthrough's, or with --sync-close
         self.p = None
 
     def __enter__(self):
@@ -147,7 +159,7 @@ class Mount:
             subprocess.run(["fusermount3", "-uz", self.mp], stderr=subprocess.DEVNULL)
         self.err = open(self.logpath, "w")
         self.t0 = time.perf_counter()
-        self.p = subprocess.Popen([self.bin, "mount", self.archive, self.mp], stdin=subprocess.DEVNULL,
+        self.p = subprocess.Popen(self.cmd, stdin=subprocess.DEVNULL,
                                   stdout=self.err, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 20
         while not os.path.ismount(self.mp):
@@ -206,7 +218,8 @@ class Mount:
         with open(self.logpath) as f:
             for line in f:
                 line = line.strip()
-                if line and not (" mounted at " in line or "stopping" in line or "unmounted" in line):
+                if line and not (" mounted at " in line or "stopping" in line or "unmounted" in line or
+                                 "Ignoring invalid max threads value" in line):
                     self.problems.append("dicomfs mount log (%s): %s" % (os.path.basename(self.logpath), line[:300]))
 
     def __exit__(self, *exc):
@@ -238,6 +251,26 @@ def tree_size(path, pattern=None):
 
 # ---- copy ------------------------------------------------------------------------------
 
+def fuse_copy(a, rep, setname, src, files, nbytes, side, opts, problems):
+    """`cp -r SRC` into the passthrough FUSE (over a fresh directory of the same disk), then
+    `sync`: the same copy through FUSE with no ingest (fsync_close: each close fsyncs)."""
+    back = os.path.join(a.work, "fuse-back")
+    mp = os.path.join(a.work, "mp")
+    rm(back)
+    os.makedirs(back)
+    os.sync()
+    with Mount(a.passthrough, back, mp, os.path.join(a.logs, "mount-copy-%s-%s.log" % (setname, side)), problems,
+               [a.passthrough, "-f"] + opts + [back, mp]):
+        secs, p = sh("cp -r %s %s/" % (q(src), q(mp)))
+        ssecs, sp = sh("sync %s" % q(mp))
+    pf, pb = tree_size(back)
+    rm(back)
+    log("copy %s (%d/%d): %s cp -r %.2f s + sync %.2f s" % (setname, rep, a.reps, side, secs, ssecs))
+    return {"set": setname, "side": side, "rep": rep, "files": files, "bytes": nbytes, "seconds": secs + ssecs,
+            "cp_seconds": secs, "sync_seconds": ssecs, "cp_exit": p.returncode or sp.returncode,
+            "cp_errors": p.stderr.splitlines()[:5], "copied_files": pf, "copied_bytes": pb}
+
+
 def copy_round(a, rep, setname, problems):
     src = os.path.join(a.dataset, setname)
     files, nbytes = tree_size(src)
@@ -251,18 +284,32 @@ def copy_round(a, rep, setname, problems):
     os.sync()
     log("copy %s (%d/%d): cp -r into the mount's inbox, %d files, %d MB" % (
         setname, rep, a.reps, files, nbytes // 1000000))
-    with Mount(a.bin, arch, mp, os.path.join(a.logs, "mount-copy-%s.log" % setname), problems) as m:
-        secs, p = sh("cp -r %s %s/inbox/" % (q(src), q(mp)))
-        errs = [x for x in p.stderr.splitlines() if x.strip()]
-        efiles = int(subprocess.run(["bash", "-c", "find %s/inbox -name '*.error' | wc -l" % q(mp)],
-                                    capture_output=True, text=True).stdout.strip() or 0)
-        listed = int(subprocess.run(["bash", "-c", "find %s/studies -name '*.dcm' | wc -l" % q(mp)],
-                                    capture_output=True, text=True).stdout.strip() or 0)
-    stored = count_instances(arch)
-    out.append({"set": setname, "side": "mount", "rep": rep, "files": files, "bytes": nbytes, "seconds": secs,
-                "mount_seconds": m.mount_seconds, "cp_exit": p.returncode, "cp_error_lines": len(errs),
-                "cp_errors": errs[:5], "error_files": efiles, "stored": stored, "listed": listed})
-    log("copy %s (%d/%d): mount %.2f s (stored %s, cp exit %d)" % (setname, rep, a.reps, secs, stored, p.returncode))
+    sides = [("mount", [])] + ([("mount_sync_close", ["--sync-close"])] if a.sync_close_too else [])
+    for side, extra in sides:
+        rm(arch)
+        os.sync()
+        with Mount(a.bin, arch, mp, os.path.join(a.logs, "mount-copy-%s%s.log" % (setname, "-sc" if extra else "")),
+                   problems, [a.bin, "mount", arch, mp] + extra) as m:
+            secs, p = sh("cp -r %s %s/inbox/" % (q(src), q(mp)))
+            # Default closes return once a file is checked; `sync DIR` waits for the queued
+            # commits (durable, as the plain copy's sync).
+            ssecs, sp = sh("sync %s/inbox" % q(mp))
+            errs = [x for x in p.stderr.splitlines() if x.strip()]
+            efiles = int(subprocess.run(["bash", "-c", "find %s/inbox -name '*.error' | wc -l" % q(mp)],
+                                        capture_output=True, text=True).stdout.strip() or 0)
+            listed = int(subprocess.run(["bash", "-c", "find %s/studies -name '*.dcm' | wc -l" % q(mp)],
+                                        capture_output=True, text=True).stdout.strip() or 0)
+        stored = count_instances(arch)
+        out.append({"set": setname, "side": side, "rep": rep, "files": files, "bytes": nbytes, "seconds": secs + ssecs,
+                    "cp_seconds": secs, "sync_seconds": ssecs, "sync_exit": sp.returncode,
+                    "mount_seconds": m.mount_seconds, "cp_exit": p.returncode or sp.returncode,
+                    "cp_error_lines": len(errs), "cp_errors": errs[:5], "error_files": efiles, "stored": stored,
+                    "listed": listed})
+        log("copy %s (%d/%d): %s cp -r %.2f s + sync %.2f s (stored %s, cp exit %d)" % (
+            setname, rep, a.reps, side, secs, ssecs, stored, p.returncode))
+        if a.passthrough:  # the anchor: the same cp -r through a minimal passthrough FUSE
+            pside, popts = ("fuse", []) if side == "mount" else ("fuse_fsync_close", ["-o", "fsync_close"])
+            out.append(fuse_copy(a, rep, setname, src, files, nbytes, pside, popts, problems))
     os.sync()
     os.makedirs(plain)
     os.sync()
@@ -297,56 +344,126 @@ def copy_round(a, rep, setname, problems):
 
 # ---- read ------------------------------------------------------------------------------
 
+def mirror_tree(mp, arch, dst):
+    """A plain copy of the mount's studies/ tree under DST/studies: the same folders, each
+    instance file a hard link to its object (the same files), the metadata files copied. The
+    passthrough FUSE over it reads the same files through the same tree as the mount."""
+    rm(dst)
+    try:
+        con = sqlite3.connect("file:%s?mode=ro" % os.path.join(arch, "index.db"), uri=True)
+        objects = dict(con.execute("SELECT uid, object FROM instance"))
+        con.close()
+    except sqlite3.Error:
+        objects = {}
+    top = os.path.join(mp, "studies")
+    for d, dirs, files in os.walk(top):
+        here = os.path.join(dst, "studies", os.path.relpath(d, top))
+        os.makedirs(here, exist_ok=True)
+        for f in files:
+            obj = objects.get(f[:-4]) if f.endswith(".dcm") else None
+            if obj:
+                os.link(os.path.join(arch, obj), os.path.join(here, f))
+            else:
+                shutil.copyfile(os.path.join(d, f), os.path.join(here, f))
+
+
 def read_set(a, setname, dropping, problems):
+    """Warm (and cold) `find | xargs cat` of every instance: through the mount's studies/,
+    directly over ARCHIVE/objects, and (with --passthrough) through the passthrough FUSE over
+    the same tree (a mirror of studies/ whose instance files are the objects, hard-linked:
+    "fuse", the goal's anchor) and over objects/ ("fuse_flat": the direct reads' tree)."""
     arch = os.path.join(a.work, "copy-%s" % setname)
     mp = os.path.join(a.work, "mp")
+    pmp = os.path.join(a.work, "mp-fuse")
+    mirror = os.path.join(a.work, "mirror-%s" % setname)
     res = {"set": setname}
-    direct_cmd = "find %s/objects -name '*.dcm' -print0 | xargs -0 cat >/dev/null" % q(arch)
-    mount_cmd = "find %s/studies -name '*.dcm' -print0 | xargs -0 cat >/dev/null" % q(mp)
+    cmds = {"direct": "find %s/objects -name '*.dcm' -print0 | xargs -0 cat >/dev/null" % q(arch),
+            "mount": "find %s/studies -name '*.dcm' -print0 | xargs -0 cat >/dev/null" % q(mp)}
     res["direct_files"], res["direct_bytes"] = tree_size(os.path.join(arch, "objects"), ".dcm")
     with Mount(a.bin, arch, mp, os.path.join(a.logs, "mount-read-%s.log" % setname), problems):
         res["mount_files"], res["mount_bytes"] = tree_size(os.path.join(mp, "studies"), ".dcm")
         if (res["mount_files"], res["mount_bytes"]) != (res["direct_files"], res["direct_bytes"]):
             problems.append("read %s: the mount shows %d .dcm files (%d bytes), objects/ holds %d (%d bytes)" % (
                 setname, res["mount_files"], res["mount_bytes"], res["direct_files"], res["direct_bytes"]))
-        log("read %s: %d files, %d MB; warm: 1 untimed + %d timed passes each" % (
-            setname, res["direct_files"], res["direct_bytes"] // 1000000, a.read_passes))
-        sh(direct_cmd)
-        sh(mount_cmd)
-        warm_t = {"mount": [], "direct": []}
-        for i in range(a.read_passes):
-            for side, cmd in (("mount", mount_cmd), ("direct", direct_cmd)) if i % 2 == 0 else \
-                    (("direct", direct_cmd), ("mount", mount_cmd)):
-                secs, p = sh(cmd)
-                if p.returncode != 0:
-                    problems.append("read %s %s pass: exit %d: %s" % (setname, side, p.returncode, p.stderr[:300]))
-                warm_t[side].append(secs)
-        res["warm"] = warm_t
-        # Where the time goes: the same find without the reads (warm, same alternation).
-        find_t = {"mount": [], "direct": []}
-        for i in range(a.read_passes):
-            for side, cmd in (("mount", mount_cmd), ("direct", direct_cmd)):
-                secs, _ = sh(cmd.split(" -print0 |")[0] + " >/dev/null")
-                find_t[side].append(secs)
-        res["find_only"] = find_t
-        log("read %s warm: mount %.3f s, direct %.3f s; find alone: %.3f s, %.3f s (medians)" % (
-            setname, statistics.median(warm_t["mount"]), statistics.median(warm_t["direct"]),
-            statistics.median(find_t["mount"]), statistics.median(find_t["direct"])))
-        if dropping:
-            cold_t = {"mount": [], "direct": []}
-            for i in range(a.cold_passes):
-                for side, cmd in (("mount", mount_cmd), ("direct", direct_cmd)) if i % 2 == 0 else \
-                        (("direct", direct_cmd), ("mount", mount_cmd)):
-                    drop_caches()
-                    secs, p = sh(cmd)
+        anchors = []
+        if a.passthrough:
+            mirror_tree(mp, arch, mirror)
+            anchors = [("fuse", mirror, "studies"), ("fuse_flat", arch, "objects")]
+        with PassthroughSet(a, anchors, pmp, setname, problems) as pts:
+            for side, path in pts.items():
+                cmds[side] = "find %s -name '*.dcm' -print0 | xargs -0 cat >/dev/null" % q(path)
+            sides = list(cmds)
+            log("read %s: %d files, %d MB; warm: 1 untimed + %d timed passes each (%s, in turn)" % (
+                setname, res["direct_files"], res["direct_bytes"] // 1000000, a.read_passes, ", ".join(sides)))
+            for side in sides:
+                sh(cmds[side])
+            warm_t = {k: [] for k in sides}
+            for i in range(a.read_passes):
+                for side in sides[i % len(sides):] + sides[:i % len(sides)]:  # each goes first in turn
+                    secs, p = sh(cmds[side])
                     if p.returncode != 0:
-                        problems.append("read %s %s cold pass: exit %d: %s" % (setname, side, p.returncode,
-                                                                               p.stderr[:300]))
-                    cold_t[side].append(secs)
-            res["cold"] = cold_t
-            log("read %s cold: mount %.3f s, direct %.3f s (medians)" % (
-                setname, statistics.median(cold_t["mount"]), statistics.median(cold_t["direct"])))
+                        problems.append("read %s %s pass: exit %d: %s" % (setname, side, p.returncode,
+                                                                          p.stderr[:300]))
+                    warm_t[side].append(secs)
+            res["warm"] = warm_t
+            # Where the time goes: the same find without the reads (warm, same alternation).
+            find_t = {k: [] for k in sides}
+            for i in range(a.read_passes):
+                for side in sides:
+                    secs, _ = sh(cmds[side].split(" -print0 |")[0] + " >/dev/null")
+                    find_t[side].append(secs)
+            res["find_only"] = find_t
+            log("read %s warm: %s; find alone: %s (medians)" % (
+                setname, ", ".join("%s %.3f s" % (k, statistics.median(v)) for k, v in warm_t.items()),
+                ", ".join("%s %.3f s" % (k, statistics.median(v)) for k, v in find_t.items())))
+            if dropping:
+                cold_sides = [k for k in sides if k != "fuse_flat"]
+                cold_t = {k: [] for k in cold_sides}
+                for i in range(a.cold_passes):
+                    for side in cold_sides[i % len(cold_sides):] + cold_sides[:i % len(cold_sides)]:
+                        drop_caches()
+                        secs, p = sh(cmds[side])
+                        if p.returncode != 0:
+                            problems.append("read %s %s cold pass: exit %d: %s" % (setname, side, p.returncode,
+                                                                                   p.stderr[:300]))
+                        cold_t[side].append(secs)
+                res["cold"] = cold_t
+                log("read %s cold: %s (medians)" % (
+                    setname, ", ".join("%s %.3f s" % (k, statistics.median(v)) for k, v in cold_t.items())))
+    rm(mirror)
     return res
+
+
+class PassthroughSet:
+    """`with PassthroughSet(a, [(side, backing, subdir)...], base, ...) as pts:` — one
+    passthrough FUSE mount per anchor (at BASE-<side>, with keep_cache: the page cache kept
+    across opens, as the mount keeps it for instances), pts = {side: the mounted SUBDIR}."""
+
+    def __init__(self, a, anchors, base, setname, problems):
+        self.a, self.anchors, self.base, self.setname, self.problems = a, anchors, base, setname, problems
+        self.mounts = []
+
+    def __enter__(self):
+        out = {}
+        try:
+            for side, backing, sub in self.anchors:
+                mp = "%s-%s" % (self.base, side)
+                m = Mount(self.a.passthrough, backing, mp,
+                          os.path.join(self.a.logs, "mount-read-%s-%s.log" % (self.setname, side)), self.problems,
+                          [self.a.passthrough, "-f", "-o", "keep_cache", backing, mp])
+                m.__enter__()
+                self.mounts.append(m)
+                out[side] = os.path.join(mp, sub)
+        except BaseException:
+            self.__exit__()
+            raise
+        return out
+
+    def __exit__(self, *exc):
+        for m in self.mounts:
+            m.stop()
+        self.mounts = []
+        return False
 
 
 # ---- listing ---------------------------------------------------------------------------
@@ -530,6 +647,10 @@ def main():
     ap.add_argument("--studies", default="100 100000", help="the two numbers of extra studies")
     ap.add_argument("--rebuild", action="store_true")
     ap.add_argument("--fsyncbench", help="fsyncbench.c's binary: also time a copy with fsync per file")
+    ap.add_argument("--passthrough", help="passthrough.c's binary: the same copy-ins and reads through a minimal "
+                    "passthrough FUSE (the goals' anchor)")
+    ap.add_argument("--no-sync-close", dest="sync_close_too", action="store_false",
+                    help="skip the copy-ins with `dicomfs mount --sync-close` (and the passthrough's fsync_close)")
     ap.add_argument("--parts", default="copy read listing")
     a = ap.parse_args()
     a.work = os.path.abspath(a.work)

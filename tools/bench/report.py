@@ -22,6 +22,10 @@ GOAL_WEB_WADO = 0.9         # WADO-RS instance and study MB/s / page-cache read 
 GOAL_WEB_META = 10.0        # study metadata: Orthanc median / dicomfs median
 GOAL_MOUNT_COPY = 0.5    # cp -r into the mount's inbox / cp -r + sync to a plain directory
 GOAL_MOUNT_READ = 0.8    # find | xargs cat through the mount / the same over ARCHIVE/objects
+# With mountbench.py --passthrough (a minimal passthrough FUSE, tools/bench/passthrough.c), the
+# goals are against it instead (the ratios to plain files are then shown for information):
+GOAL_MOUNT_COPY_FUSE = 0.8  # cp -r + sync into the inbox / the same into the passthrough FUSE
+GOAL_MOUNT_READ_FUSE = 0.9  # warm find | xargs cat through the mount / through the passthrough, same tree
 GOAL_MOUNT_FLAT = GOAL_FLAT  # ls -l of a series: with many studies / with few
 MOUNT_FLAT_SLACK_MS = 5.0    # ...or an increase below this
 NOISY = 1.5              # slowest/fastest run above this: the machine was busy, say so
@@ -500,10 +504,11 @@ def mount_rows(m, row, notes, judge, ratio):
             return (x["files"] if what == "inst" else x["bytes"] / 1e6) / x["seconds"]
 
         a_, p_ = ok.get("mount"), ok.get("plain")
+        anchored = any(x["set"] == setname and x["side"] == "fuse" for x in m.get("copy", []))
         for what, unit, punit in (("inst", "inst/s", "files/s cp -r + sync"), ("mb", "MB/s", "MB/s cp -r + sync")):
             a, b = rate(a_, what), rate(p_, what)
             goal, st = "", "info"
-            if what == goal_what:
+            if what == goal_what and not anchored:
                 goal, st = ">= %g" % GOAL_MOUNT_COPY, judge(ratio(a, b), GOAL_MOUNT_COPY)
                 if noisy and st in ("PASS", "FAIL"):
                     st += " (noisy)"
@@ -516,6 +521,28 @@ def mount_rows(m, row, notes, judge, ratio):
             a, b = rate(a_, what), rate(ok["fsync"], what)
             row("mount copy-in %s set, %s vs copy+fsync/file" % (setname, unit), a, unit, b,
                 "%s copy+fsync/file" % ("files/s" if what == "inst" else "MB/s"), ratio(a, b))
+        # The anchor: the same cp -r (+ sync) through the passthrough FUSE; and with the same
+        # durability at each close (--sync-close against the passthrough's fsync_close).
+        for mside, fside, label, goal_r in (("mount", "fuse", "cp -r + sync, vs passthrough FUSE", GOAL_MOUNT_COPY_FUSE),
+                                            ("mount_sync_close", "fuse_fsync_close",
+                                             "--sync-close, vs passthrough FUSE fsync at close", None)):
+            xs = {k: [x for x in m.get("copy", []) if x["set"] == setname and x["side"] == k] for k in (mside, fside)}
+            if not xs[mside] or not xs[fside]:
+                continue
+            bad = [x for x in xs[mside] if x.get("cp_exit") or x.get("stored") != x["files"]] + \
+                  [x for x in xs[fside] if x.get("cp_exit") or x.get("copied_files") != x["files"]]
+            am, af = median_rec([x for x in xs[mside] if x not in bad] or xs[mside]), \
+                median_rec([x for x in xs[fside] if x not in bad] or xs[fside])
+            unit = "inst/s" if goal_what == "inst" else "MB/s"
+            a, b = rate(am, goal_what), rate(af, goal_what)
+            st = "info" if goal_r is None else judge(ratio(a, b), goal_r)
+            if st in ("PASS", "FAIL") and any(spread([x["seconds"] for x in v]) > NOISY for v in xs.values()):
+                st += " (noisy)"
+            row("mount copy-in %s set (%s), %s" % (setname, label, unit), a, unit, b, "%s passthrough FUSE" % unit,
+                ratio(a, b), ">= %g" % goal_r if goal_r else "", "WRONG" if bad else st,
+                "median of %d: mount %.2f s (cp %.2f + sync %.2f), passthrough %.2f s" % (
+                    len(xs[mside]), am["seconds"], am.get("cp_seconds", 0), am.get("sync_seconds", 0), af["seconds"]),
+                issue=goal_r is not None)
         if a_ and p_:
             notes.append("mount copy-in %s: %.2f ms/file through the mount (%s files); plain cp -r + sync "
                          "%.2f ms/file, of which sync %.0f%%" % (
@@ -536,13 +563,28 @@ def mount_rows(m, row, notes, judge, ratio):
             tm, td = med(t["mount"]), med(t["direct"])
             a = amount / tm if tm else None
             b = amount / td if td else None
-            st = "WRONG" if wrong else judge(ratio(a, b), GOAL_MOUNT_READ)
+            st = "WRONG" if wrong else "info" if t.get("fuse") else judge(ratio(a, b), GOAL_MOUNT_READ)
             if st in ("PASS", "FAIL") and max(spread(t["mount"]), spread(t["direct"])) > NOISY:
                 st += " (noisy)"
             row("mount read %s set (find | xargs cat), %s, %s" % (setname, temp, unit), a, unit, b,
-                "%s objects/ direct" % unit, ratio(a, b), ">= %g" % GOAL_MOUNT_READ, st,
+                "%s objects/ direct" % unit, ratio(a, b), "" if t.get("fuse") else ">= %g" % GOAL_MOUNT_READ, st,
                 "%d files, %s MB; median of %d passes: %.3f s mount, %.3f s direct" % (
                     r["direct_files"], fmt(r["direct_bytes"] / 1e6), len(t["mount"]), tm, td))
+            # The anchor: the passthrough FUSE over the same tree (studies/ mirrored, the
+            # instance files hard links to the objects) -- the goal -- and over objects/.
+            for side, label, goal_r in (("fuse", "same tree", GOAL_MOUNT_READ_FUSE), ("fuse_flat", "over objects/", None)):
+                if not t.get(side):
+                    continue
+                tf = med(t[side])
+                b = amount / tf if tf else None
+                st = "WRONG" if wrong else "info" if goal_r is None or temp != "warm" else judge(ratio(a, b), goal_r)
+                if st in ("PASS", "FAIL") and max(spread(t["mount"]), spread(t[side])) > NOISY:
+                    st += " (noisy)"
+                row("mount read %s set, %s, vs passthrough FUSE (%s), %s" % (setname, temp, label, unit), a, unit, b,
+                    "%s passthrough FUSE" % unit, ratio(a, b),
+                    ">= %g" % goal_r if goal_r and temp == "warm" else "", st,
+                    "median of %d passes: %.3f s mount, %.3f s passthrough" % (len(t[side]), tm, tf),
+                    issue=bool(goal_r) and temp == "warm")
         f = r.get("find_only")
         if f and r.get("warm"):
             notes.append("mount read %s, warm: the pipeline %.3f s through the mount, %.3f s direct; find alone "

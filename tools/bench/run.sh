@@ -67,12 +67,15 @@
 #              that exist: run it with (or after) ingest and scales. ~3 min at the default
 #              scales once they are built.
 #   mount      mountbench.py: the FUSE mount (`dicomfs mount`) against the same work on plain
-#              files of the same disk. Copy-in: `cp -r` of each set into a fresh archive's
-#              mounted inbox/ (each close returns once the instance is stored and synced)
-#              vs `cp -r` + `sync` into a fresh plain directory: inst/s, MB/s; BENCH_REPS
-#              rounds, the median shown; for context also fsyncbench's copy with an fsync
-#              per file (the durability each close through the mount gives). Reads:
-#              `find | xargs cat` of every instance through studies/ vs the same over
+#              files of the same disk and through a minimal passthrough FUSE (passthrough.c,
+#              built here: the goals' anchor). Copy-in: `cp -r` of each set into a fresh
+#              archive's mounted inbox/ + `sync DIR` vs the same into the passthrough FUSE
+#              (the goal) and vs `cp -r` + `sync` into a plain directory: inst/s, MB/s; also
+#              `--sync-close` vs the passthrough's fsync at close (the same durability per
+#              close); BENCH_REPS rounds, the median shown; for context fsyncbench's copy with
+#              an fsync per file. Reads: `find | xargs cat` of every instance through studies/
+#              vs the passthrough FUSE over the same tree (the goal: a mirror of studies/ of
+#              hard links to the objects) and over ARCHIVE/objects, and direct over
 #              ARCHIVE/objects, warm (median of 5 passes) and cold (kernel caches dropped
 #              before each pass, when /proc/sys/vm/drop_caches can be written). Listing:
 #              `ls -l` of a 10,000-instance series (ms: the first run, cold; then the median
