@@ -1,7 +1,9 @@
 /* fsck.c — proves the archive consistent: SQLite's own check, every index row against
- * its object file, every object file against the index, and the derived columns
+ * its object file (present, its size, its bytes' CRC-32), every object file against the index, and the derived columns
  * (counters, representatives, metadata rows) against the rows they summarise. */
 #include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,6 +11,7 @@
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include "internal.h"
 
@@ -55,10 +58,25 @@ static size_t problems(db_t *db, const logger *l, const char *sql, const char *p
     return n;
 }
 
+/* The CRC-32 of an object file (as ingest.c records it); 0, or -1 when unreadable. */
+static int file_crc32(store_t *s, const char *obj, uint32_t *crc)
+{
+    int fd = openat(s->dirfd, obj, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    unsigned char buf[65536];
+    uLong c = crc32(0L, Z_NULL, 0);
+    ssize_t n;
+    while ((n = read(fd, buf, sizeof buf)) > 0 || (n < 0 && errno == EINTR))
+        if (n > 0) c = crc32(c, buf, (uInt)n);
+    close(fd);
+    *crc = (uint32_t)c;
+    return n < 0 ? -1 : 0;
+}
+
 static void check_rows(store_t *s, db_t *db, const logger *l, store_fsck_report *r)
 {
     sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(db->h, "SELECT object, size, uid FROM instance", -1, &st, NULL) != SQLITE_OK) return;
+    if (sqlite3_prepare_v2(db->h, "SELECT object, size, uid, crc32 FROM instance", -1, &st, NULL) != SQLITE_OK) return;
     while (sqlite3_step(st) == SQLITE_ROW) {
         r->instances++;
         const char *obj = (const char *)sqlite3_column_text(st, 0);
@@ -70,6 +88,15 @@ static void check_rows(store_t *s, db_t *db, const logger *l, store_fsck_report 
             r->missing++;
             say(l, "object has the wrong size: %s (%lld bytes, index says %lld)", obj, (long long)sb.st_size,
                 (long long)sqlite3_column_int64(st, 1));
+        } else if (sqlite3_column_type(st, 3) != SQLITE_NULL) { /* NULL: stored before checksums */
+            uint32_t want = (uint32_t)sqlite3_column_int64(st, 3), got = 0;
+            int rc = file_crc32(s, obj, &got);
+            if (rc != 0 || got != want) {
+                r->missing++;
+                say(l, rc != 0 ? "object cannot be read: %s (instance %s)"
+                               : "object's bytes changed since they were stored (checksum): %s (instance %s)",
+                    obj, sqlite3_column_text(st, 2));
+            }
         }
     }
     sqlite3_finalize(st);

@@ -435,6 +435,7 @@ int index_insert(store_t *s, db_t *db, store_item *item, store_err *err)
     if (item->frames) sqlite3_bind_blob(st, 11, item->frames, (int)item->frames_len, SQLITE_STATIC);
     sqlite3_bind_int64(st, 12, now);
     sqlite3_bind_text(st, 13, item->attrs, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 14, item->crc32);
     if ((rc = step_done(st)) != SQLITE_OK) goto out;
     int64_t wm = sqlite3_last_insert_rowid(db->h);
     item->result.watermark = wm;

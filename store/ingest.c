@@ -11,10 +11,29 @@
 #include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include "internal.h"
 
 #define WRITEBACK_MIN (256 * 1024) /* smaller uploads are written by the group's one sync */
+
+/* The CRC-32 of the upload's bytes, so that fsck can tell a file changed behind the
+ * archive's back even when its size did not. The bytes were just written: one pass over
+ * the page cache. */
+static bool checksum(int fd, uint64_t size, uint32_t *crc)
+{
+    unsigned char buf[65536];
+    uLong c = crc32(0L, Z_NULL, 0);
+    for (uint64_t off = 0; off < size;) {
+        ssize_t n = pread(fd, buf, sizeof buf, (off_t)off);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return false;
+        c = crc32(c, buf, (uInt)n);
+        off += (uint64_t)n;
+    }
+    *crc = (uint32_t)c;
+    return true;
+}
 
 void item_reject(store_item *item, store_status st, int reason, const char *fmt, ...)
 {
@@ -190,6 +209,8 @@ static void prepare(store_t *s, store_item *item, int fd, const store_ingest_opt
     store_random_hex(id, 16);
     snprintf(item->object, sizeof item->object, "objects/%.2s/%s.dcm", id, id);
     dcm_parsed_free(&p);
+    if (!checksum(fd, item->size, &item->crc32))
+        item_reject(item, STORE_EIO, STORE_FAIL_PROCESSING, "the upload could not be read back from the archive's disk");
 }
 
 /* True when the files A and B hold the same bytes. */

@@ -244,6 +244,7 @@ struct store_item {
     uint32_t frame_count;
     void *frames;              /* frames blob (see index.c) */
     size_t frames_len;
+    uint32_t crc32;         /* of the object's bytes (zlib's CRC-32), for fsck */
 
     store_done_fn done;        /* commit.c */
     void *ctx;

@@ -37,7 +37,7 @@ static const char schema[] =
     "  study INTEGER NOT NULL, series INTEGER NOT NULL, uid TEXT NOT NULL,"
     "  sop_class TEXT NOT NULL, instance_number INTEGER, transfer_syntax TEXT NOT NULL,"
     "  object TEXT NOT NULL UNIQUE, size INTEGER NOT NULL, frame_count INTEGER NOT NULL,"
-    "  frames BLOB, created_us INTEGER NOT NULL, attrs TEXT NOT NULL,"
+    "  frames BLOB, created_us INTEGER NOT NULL, attrs TEXT NOT NULL, crc32 INTEGER,"
     "  UNIQUE(series, uid));"
     "CREATE INDEX IF NOT EXISTS instance_recent ON instance(partition, watermark);"
     "CREATE INDEX IF NOT EXISTS instance_of_study ON instance(study, watermark);"
@@ -90,8 +90,8 @@ static const char *const sql[ST_COUNT] = {
     [ST_INSTANCE_EXISTS] = "SELECT 1 FROM instance WHERE series=?1 AND uid=?2",
     [ST_INSTANCE_ADD] =
         "INSERT INTO instance(partition, study, series, uid, sop_class, instance_number,"
-        " transfer_syntax, object, size, frame_count, frames, created_us, attrs)"
-        " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+        " transfer_syntax, object, size, frame_count, frames, created_us, attrs, crc32)"
+        " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
     [ST_METADATA_ADD] = "INSERT INTO metadata(watermark, json) VALUES(?1, ?2)",
     [ST_IX_TEXT_ADD] = "INSERT OR IGNORE INTO ix_text(tag, key, value) VALUES(?1, ?2, ?3)",
     [ST_IX_WORD_ADD] = "INSERT OR IGNORE INTO ix_word(tag, key, value) VALUES(?1, ?2, ?3)",
@@ -230,6 +230,16 @@ void db_close(db_t *db)
     free(db);
 }
 
+static bool has_column(db_t *db, const char *table, const char *column)
+{
+    char sql[128];
+    snprintf(sql, sizeof sql, "SELECT 1 FROM pragma_table_info('%s') WHERE name='%s'", table, column);
+    sqlite3_stmt *st = NULL;
+    bool found = sqlite3_prepare_v2(db->h, sql, -1, &st, NULL) == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW;
+    sqlite3_finalize(st);
+    return found;
+}
+
 int schema_check(db_t *db, store_err *err)
 {
     sqlite3_stmt *st = NULL;
@@ -266,6 +276,8 @@ int schema_create(db_t *db, store_err *err)
         }
         sqlite3_finalize(st);
     }
+    if (rc == SQLITE_OK && !has_column(db, "instance", "crc32")) /* archives made before checksums */
+        rc = db_exec(db, "ALTER TABLE instance ADD COLUMN crc32 INTEGER", err);
     if (rc == SQLITE_OK) {
         rc = db_exec(db, "INSERT OR IGNORE INTO partition(key, name, created_us) VALUES(1, '"
                          STORE_DEFAULT_PARTITION "', CAST((julianday('now') - 2440587.5) * 86400000000 AS INTEGER))", err);

@@ -68,8 +68,9 @@ def main():
     c.eq(p.returncode, 1, "fsck exits 1")
     c.ok(removed.sop in p.stdout and "missing" in p.stdout, "fsck names the removed object's instance", p.stdout[-600:])
     c.ok(truncated.sop in p.stdout or "wrong size" in p.stdout, "fsck reports the truncated object", p.stdout[-600:])
-    c.note("fsck " + ("reports" if overwritten.sop in p.stdout else "cannot see (no checksums in the index)") +
-           " the overwritten object of the same size")
+    c.ok(overwritten.sop in p.stdout and "checksum" in p.stdout,
+         "fsck reports the object overwritten with the same size (its CRC-32 differs)", p.stdout[-600:])
+    c.ok(fine.sop not in p.stdout, "and not the intact one")
 
     for what, i in (("removed", removed), ("truncated", truncated)):
         r = srv.get(cl.inst_path(i), accept=cl.ORIGINAL)
