@@ -4,7 +4,7 @@ ARCHIVE ?= ./archive
 INBOX   ?= ./inbox
 JOBS    ?= $(shell nproc)
 
-.PHONY: all deps test-deps build run test bench asan crashtest fuzz fuzz-ci clean
+.PHONY: all deps test-deps build run test bench asan crashtest load fuzz fuzz-ci clean
 
 all: build
 
@@ -57,6 +57,15 @@ crashtest: test-deps build
 		DICOMFS=$(abspath $(BUILD))/dicomfs TESTS=$(CURDIR)/tests SCRATCH=$(abspath $(BUILD))/scratch/crashtest-$$t \
 		CRASH_ROUNDS=$(CRASH_ROUNDS) POWERLOSS_ROUNDS=$(POWERLOSS_ROUNDS) /usr/bin/python3 tests/crash/$$t.py; \
 	done
+
+# The full load run (tests/load/): 50 concurrent loopback clients (STOW, QIDO, WADO, delete)
+# and a mount of the same archive for LOAD_TIME seconds; a table of requests/s and latency
+# per route, server RSS and descriptors over time; fails on errors, lost data or leaks.
+# `make test` runs it CI-sized (ctest -R '^load$$', 60 s). LOAD_SEED replays a mix.
+LOAD_TIME ?= 600
+load: test-deps build
+	@DICOMFS=$(abspath $(BUILD))/dicomfs LOADGEN=$(abspath $(BUILD))/tests/loadgen TESTS=$(CURDIR)/tests \
+		SCRATCH=$(abspath $(BUILD))/scratch/load-full LOAD_TIME=$(LOAD_TIME) /usr/bin/python3 tests/load/load.py
 
 # libFuzzer targets (tests/fuzz/README.md), built with clang-14 in $(FUZZ_BUILD). `make fuzz`
 # runs each FUZZ_TIME seconds in turn (FUZZ_TARGETS: some of them), keeping new inputs in

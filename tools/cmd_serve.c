@@ -17,7 +17,8 @@
 static const char usage_text[] =
     "usage: dicomfs serve ARCHIVE [--http HOST:PORT] [--cors ORIGIN] [--strict]\n"
     "                    [--auth FILE | --insecure-no-auth] [--tls-cert FILE --tls-key FILE]\n"
-    "                    [--audit FILE|-]\n"
+    "                    [--audit FILE|-] [--connection-timeout S] [--header-timeout S]\n"
+    "                    [--max-connections N] [--max-connections-per-ip N]\n"
     "                    [--mount DIR [--allow-delete] [--sync-close] [--inbox-keep S]]\n\n"
     "Serves ARCHIVE (created when missing or empty) over DICOMweb as the Azure DICOM service does:\n"
     "STOW-RS, QIDO-RS, WADO-RS and DELETE under /v1/ and /v2/, and /health/check.\n\n"
@@ -41,6 +42,14 @@ static const char usage_text[] =
     "                    address within 60 s, answer it 429 for 60 s (default 20; 0: never)\n"
     "  --tls-cert FILE, --tls-key FILE   serve HTTPS with this certificate (PEM; the chain\n"
     "                    after it) and its private key (PEM, unencrypted)\n"
+    "  --connection-timeout S  close a connection after S seconds with nothing received or\n"
+    "                    sent (default 60; 0: never)\n"
+    "  --header-timeout S  close a connection whose request headers have not all arrived S\n"
+    "                    seconds after it opened or its last answer (default 30; 0: never)\n"
+    "  --max-connections N  connections open at once (default 256; one thread each)\n"
+    "  --max-connections-per-ip N  connections open at once from one client address\n"
+    "                    (default 64). Past either limit a new connection is closed at once,\n"
+    "                    unanswered (0: no limit)\n"
     "  --mount DIR       also mount the archive at DIR (see dicomfs mount --help)\n"
     "  --allow-delete, --sync-close, --inbox-keep S   the mount's options (dicomfs mount --help)\n\n"
     "Prints 'dicomfs: serving ARCHIVE at http://HOST:PORT' (https:// with TLS) once it listens;\n"
@@ -86,6 +95,10 @@ int cmd_serve(int argc, char **argv)
                                          {"auth-failures", required_argument, NULL, 'F'},
                                          {"tls-cert", required_argument, NULL, 'C'},
                                          {"tls-key", required_argument, NULL, 'K'},
+                                         {"connection-timeout", required_argument, NULL, 'T'},
+                                         {"header-timeout", required_argument, NULL, 'W'},
+                                         {"max-connections", required_argument, NULL, 'M'},
+                                         {"max-connections-per-ip", required_argument, NULL, 'P'},
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
     const char *mountpoint = NULL, *auth_file = NULL;
@@ -128,6 +141,26 @@ int cmd_serve(int argc, char **argv)
             break;
         }
         case 'K': key_file = optarg; break;
+        case 'T':
+        case 'W':
+        case 'M':
+        case 'P': {
+            /* 0 means none; web_options takes that as UINT_MAX (its 0 is the default) */
+            static const char *const names[] = {"connection-timeout", "header-timeout", "max-connections",
+                                                "max-connections-per-ip"};
+            int which = c == 'T' ? 0 : c == 'W' ? 1 : c == 'M' ? 2 : 3;
+            char *end;
+            long v = strtol(optarg, &end, 10);
+            if (*end || !*optarg || v < 0 || v > (which < 2 ? 86400L : 65536L)) {
+                fprintf(stderr, "dicomfs serve: --%s wants %s (0 for none), not '%s'\n", names[which],
+                        which < 2 ? "seconds up to 86400" : "a count up to 65536", optarg);
+                return 2;
+            }
+            unsigned *field[] = {&wo.connection_timeout, &wo.header_timeout, &wo.max_connections,
+                                 &wo.max_connections_per_ip};
+            *field[which] = v ? (unsigned)v : UINT_MAX;
+            break;
+        }
         case 'm': mountpoint = optarg; break;
         case 'd': fo.allow_delete = true; break;
         case 's': fo.sync_close = true; break;

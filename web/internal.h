@@ -28,6 +28,7 @@ struct web_server {
     char *tls_cert, *tls_key; /* HTTPS (copies of the PEM text); NULL: plain HTTP */
     web_audit *audit;    /* NULL: no audit log (the caller keeps it alive) */
     web_limiter *limiter; /* failed authentications per client address (with auth) */
+    struct web_watch *watch; /* server.c: the header deadline's watcher; NULL: none */
 };
 
 typedef struct web_request {

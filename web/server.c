@@ -14,6 +14,7 @@
 #include <gnutls/gnutls.h>
 #include <limits.h>
 #include <stdio.h>
+#include <sys/socket.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -169,6 +170,131 @@ static void authorize(web_request *rq, int route_status)
     }
 }
 
+/* The header deadline (web_options.header_timeout). MHD's own timeout is an idle one that
+ * every byte resets, so a client sending its headers a byte at a time would keep its
+ * connection (and, one thread per connection, a thread) as long as it liked. A watcher
+ * thread shuts down the socket of a connection whose request headers are not complete
+ * HEADER_TIMEOUT seconds after it opened or its previous request ended; MHD then sees the
+ * client gone and closes the connection as usual (closing the fd itself makes MHD abort).
+ * The body and the answer are left to the idle timeout: a slow but steady upload or
+ * download is a client's right. */
+typedef struct watched {
+    struct watched *prev, *next;
+    int fd;
+    int64_t deadline; /* CLOCK_MONOTONIC ms; 0: none (a request is being read or answered) */
+} watched;
+
+struct web_watch {
+    pthread_mutex_t mu;
+    pthread_cond_t wake;
+    pthread_t thread;
+    bool stop;
+    int64_t timeout_ms;
+    watched list; /* the open connections (a ring; this one is no connection) */
+};
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void *watch_main(void *arg)
+{
+    struct web_watch *w = arg;
+    pthread_mutex_lock(&w->mu);
+    while (!w->stop) {
+        int64_t now = now_ms();
+        for (watched *c = w->list.next; c != &w->list; c = c->next)
+            if (c->deadline && c->deadline <= now) {
+                shutdown(c->fd, SHUT_RDWR);
+                c->deadline = 0;
+            }
+        struct timespec until;
+        clock_gettime(CLOCK_MONOTONIC, &until);
+        until.tv_sec += 1; /* deadlines are seconds: a second's lateness is no matter */
+        pthread_cond_timedwait(&w->wake, &w->mu, &until);
+    }
+    pthread_mutex_unlock(&w->mu);
+    return NULL;
+}
+
+static struct web_watch *watch_start(unsigned timeout_s)
+{
+    struct web_watch *w = calloc(1, sizeof *w);
+    if (!w) abort();
+    pthread_mutex_init(&w->mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&w->wake, &ca);
+    pthread_condattr_destroy(&ca);
+    w->timeout_ms = (int64_t)timeout_s * 1000;
+    w->list.next = w->list.prev = &w->list;
+    if (pthread_create(&w->thread, NULL, watch_main, w)) abort();
+    return w;
+}
+
+static void watch_stop(struct web_watch *w)
+{
+    if (!w) return;
+    pthread_mutex_lock(&w->mu);
+    w->stop = true;
+    pthread_cond_signal(&w->wake);
+    pthread_mutex_unlock(&w->mu);
+    pthread_join(w->thread, NULL);
+    pthread_cond_destroy(&w->wake);
+    pthread_mutex_destroy(&w->mu);
+    free(w);
+}
+
+/* MHD_OPTION_NOTIFY_CONNECTION: every connection is watched from its opening to its closing. */
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code)
+{
+    struct web_watch *w = ((web_server *)cls)->watch;
+    if (!w) return;
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        watched *c = calloc(1, sizeof *c);
+        if (!c || !ci) {
+            free(c);
+            return;
+        }
+        c->fd = ci->connect_fd;
+        pthread_mutex_lock(&w->mu);
+        c->deadline = now_ms() + w->timeout_ms;
+        c->next = w->list.next;
+        c->prev = &w->list;
+        c->next->prev = c;
+        w->list.next = c;
+        pthread_mutex_unlock(&w->mu);
+        *socket_context = c;
+    } else if (*socket_context) {
+        watched *c = *socket_context;
+        pthread_mutex_lock(&w->mu);
+        c->prev->next = c->next;
+        c->next->prev = c->prev;
+        pthread_mutex_unlock(&w->mu);
+        free(c);
+        *socket_context = NULL;
+    }
+}
+
+/* A request's headers are complete (ON false) or its answer is sent (ON true): the watch
+ * of its connection's deadline ends or begins again. */
+static void watch_headers(web_server *srv, struct MHD_Connection *conn, bool on)
+{
+    if (!srv->watch) return;
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    watched *c = ci ? ci->socket_context : NULL;
+    if (!c) return;
+    pthread_mutex_lock(&srv->watch->mu);
+    c->deadline = on ? now_ms() + srv->watch->timeout_ms : 0;
+    pthread_mutex_unlock(&srv->watch->mu);
+}
+
 static bool expects_continue(web_request *rq)
 {
     const char *e = web_header(rq, MHD_HTTP_HEADER_EXPECT);
@@ -187,6 +313,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         rq->srv = srv;
         rq->conn = conn;
         rq->method = method;
+        watch_headers(srv, conn, false);
         clock_gettime(CLOCK_REALTIME, &rq->t_wall);
         clock_gettime(CLOCK_MONOTONIC, &rq->t_start);
         *state = rq;
@@ -226,6 +353,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **state, e
     web_request *rq = *state;
     if (!rq) return;
     web_audit_request(srv->audit, rq, conn, code == MHD_REQUEST_TERMINATED_COMPLETED_OK);
+    watch_headers(srv, conn, true); /* keep-alive: the next request's headers */
     stow_free(rq); /* an upload cut short is aborted here: nothing of it is stored */
     free(rq->body);
     free(rq);
@@ -258,6 +386,7 @@ static void server_free(web_server *srv)
         free(srv->tls_key);
     }
     free(srv->tls_cert);
+    watch_stop(srv->watch); /* after MHD_stop_daemon: no connection is left to watch */
     web_limiter_free(srv->limiter);
     free(srv);
 }
@@ -281,7 +410,19 @@ web_server *web_server_start(store_t *store, const web_options *o, store_err *er
         server_free(srv);
         return NULL;
     }
-    unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD;
+    /* poll(), not select(): a socket numbered past FD_SETSIZE (1024 descriptors: a busy
+     * archive's open files count too) would otherwise be refused */
+    unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
+                     (MHD_is_feature_supported(MHD_FEATURE_POLL) ? MHD_USE_POLL : 0);
+    /* The limits (docs/CLI.md, serve, says why these defaults). */
+    unsigned idle = o && o->connection_timeout ? o->connection_timeout : 60;
+    unsigned header = o && o->header_timeout ? o->header_timeout : 30;
+    unsigned conns = o && o->max_connections ? o->max_connections : 256;
+    unsigned per_ip = o && o->max_connections_per_ip ? o->max_connections_per_ip : 64;
+    if (idle == UINT_MAX) idle = 0;    /* MHD: 0 is none */
+    if (per_ip == UINT_MAX) per_ip = 0;
+    if (conns == UINT_MAX) conns = 65536;
+    if (header != UINT_MAX) srv->watch = watch_start(header);
     if (o && (o->tls_cert || o->tls_key)) {
         if (!o->tls_cert || !o->tls_key) {
             store_seterr(err, STORE_EINVAL, "HTTPS needs both a certificate and its key");
@@ -303,7 +444,10 @@ web_server *web_server_start(store_t *store, const web_options *o, store_err *er
                                 /* 256 KiB per connection: uploads arrive in 128 KiB chunks (3x faster than
                                  * the 32 KiB default) */
                                 MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)256 * 1024,
-                                MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)300,
+                                MHD_OPTION_CONNECTION_TIMEOUT, idle,
+                                MHD_OPTION_CONNECTION_LIMIT, conns,
+                                MHD_OPTION_PER_IP_CONNECTION_LIMIT, per_ip,
+                                MHD_OPTION_NOTIFY_CONNECTION, on_connection, srv,
                                 srv->tls_cert ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, srv->tls_cert,
                                 MHD_OPTION_HTTPS_MEM_KEY, srv->tls_key, MHD_OPTION_END);
     if (!srv->mhd) {

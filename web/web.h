@@ -31,6 +31,16 @@ typedef struct {
     web_audit *audit;        /* the audit log (web_audit_open; it must outlive the server), or NULL */
     const char *tls_cert;    /* HTTPS: the certificate (chain) and its private key, PEM text */
     const char *tls_key;     /* (NUL-terminated; copied); both NULL: plain HTTP */
+    /* Connection limits: with one thread per connection, what one client may hold. For each,
+     * 0 is the default (docs/CLI.md says why) and UINT_MAX none. */
+    unsigned connection_timeout; /* idle: seconds a connection may pass with nothing received or sent
+                                    before it is closed (default 60) */
+    unsigned header_timeout; /* seconds from a connection's opening, or its previous request's
+                                end, to the end of its request headers (default 30) */
+    unsigned max_connections;        /* open at once, in all (default 256) */
+    unsigned max_connections_per_ip; /* open at once from one client address (default 64);
+                                        past either limit a new connection is closed at once,
+                                        unanswered (libmicrohttpd) */
 } web_options;
 
 /* Starts serving STORE (which must outlive the server). NULL with ERR filled on failure
