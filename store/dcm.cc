@@ -312,8 +312,7 @@ static void reencode_text(DcmDataset *ds, const char *const guess[3])
          * all), which the store's own readers (jansson) and strict clients refuse. */
         size_t n = strnlen(raw, len);
         std::string in(raw, n);
-        bool nul = false; /* bytes after a NUL (not just NUL padding) */
-        for (size_t k = n; k < len && !nul; k++) nul = raw[k] != 0;
+        bool nul = n < len; /* NUL padding too: the writer would carry it as \u0000 */
         if (!nul && valid_utf8(in.data(), in.size()) && in.find('\x1b') == std::string::npos) continue;
         bool ok = false;
         std::string out = in;

@@ -19,7 +19,7 @@ SQLite's WAL syncs), as after a power loss; an EIO after the cut must never be t
 for success (no acknowledgement may be missing afterwards).
 
 Needs root, loop devices and ext4 (skips with the reason otherwise). Environment:
-POWERLOSS_ROUNDS (rounds per file system, default 12), CRASH_SEED, CRASH_MAX_DELAY.
+POWERLOSS_ROUNDS (rounds per file system, default 6: make test; make crashtest runs 200), CRASH_SEED, CRASH_MAX_DELAY.
 """
 import fcntl
 import os
@@ -76,7 +76,7 @@ def main():
     if why:
         print(f"skipped: {why}")
         c.finish()
-    rounds = int(os.environ.get("POWERLOSS_ROUNDS", "12"))
+    rounds = int(os.environ.get("POWERLOSS_ROUNDS", "6"))
     top = scratch + ".fs"  # crash.Run empties SCRATCH: the file systems live beside it
     passed = failed = 0
     failures = []
