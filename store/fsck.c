@@ -125,7 +125,13 @@ static size_t check_objects(store_t *s, db_t *db, const logger *l, bool repair, 
             snprintf(name, sizeof name, "%s/%s", rel, e->d_name);
             sqlite3_reset(st);
             sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
-            if (sqlite3_step(st) == SQLITE_ROW) continue;
+            int rc = sqlite3_step(st);
+            if (rc == SQLITE_ROW) continue;
+            if (rc != SQLITE_DONE) { /* an unanswered lookup is no proof of an orphan: keep it */
+                r->bad_index++;
+                say(l, "index: cannot look up %s: %s", name, sqlite3_errmsg(db->h));
+                continue;
+            }
             r->orphans++;
             if (repair && unlinkat(s->dirfd, name, 0) == 0) {
                 r->repaired++;

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "internal.h"
 
@@ -193,12 +194,20 @@ db_t *db_open(const char *path, bool create, bool readonly, store_err *err)
     char uri[PATH_MAX + 32];
     const char *name = path;
     if (readonly) {
-        /* Nothing can write a read-only disk, so the index cannot change under us:
-         * immutable lets SQLite read a WAL database without creating its -shm file. */
+        /* Nothing can write a read-only disk. Without a WAL (a clean close folds it back)
+         * immutable reads the file without creating a -shm; a WAL left by an unclean end
+         * holds committed transactions that immutable would ignore, so then mode=ro,
+         * which reads it through the existing -shm. */
         flags = SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_URI;
-        char *enc = sqlite3_mprintf("%s", path);
-        snprintf(uri, sizeof uri, "file:%s?immutable=1", enc);
-        sqlite3_free(enc);
+        char wal[PATH_MAX + 8];
+        struct stat sb;
+        snprintf(wal, sizeof wal, "%s-wal", path);
+        bool has_wal = stat(wal, &sb) == 0 && sb.st_size > 0;
+        size_t o = (size_t)snprintf(uri, sizeof uri, "file:");
+        for (const char *p = path; *p && o + 4 < sizeof uri - 16; p++) /* URI-escape ? # % */
+            o += *p == '?' || *p == '#' || *p == '%' ? (size_t)snprintf(uri + o, 4, "%%%02X", (unsigned char)*p)
+                                                    : (size_t)snprintf(uri + o, 2, "%c", *p);
+        snprintf(uri + o, sizeof uri - o, "?%s", has_wal ? "mode=ro" : "immutable=1");
         name = uri;
     }
     int rc = sqlite3_open_v2(name, &db->h, flags, NULL);
