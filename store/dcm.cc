@@ -301,10 +301,13 @@ static void convert_to_utf8(DcmDataset *ds)
  * replaces its bad bytes; then declares the dataset UTF-8. */
 static void reencode_text(DcmDataset *ds, const char *const guess[3])
 {
+    /* No guesses: the JSON came out invalid, so every string value is scrubbed, not only the
+     * text VRs (a required PatientID declared DT with a byte 0x88 is never dropped). */
+    bool scrub_all = !guess[0];
     DcmStack stack;
     while (ds->nextObject(stack, OFTrue).good()) {
         DcmElement *el = dynamic_cast<DcmElement *>(stack.top());
-        if (!el || !is_text_vr(el->ident())) continue;
+        if (!el || !(is_text_vr(el->ident()) || (scrub_all && el->isaString()))) continue;
         char *raw = NULL;
         Uint32 len = el->getLength();
         if (len == 0 || el->getString(raw).bad() || !raw) continue;
