@@ -63,6 +63,7 @@ struct inbox {
     pthread_mutex_t lock;
     pthread_cond_t committed; /* a queued commit finished */
     size_t pending;     /* commits queued and not finished */
+    unsigned long commits_done; /* commits finished so far (hold_back: did one end meanwhile?) */
     entry *head;
     entry *bucket[BUCKETS];
     commit_ticket *flight[FLIGHT_BUCKETS]; /* queued commits by SOP Instance UID */
@@ -447,6 +448,7 @@ static void on_committed(store_item *item, void *ctx)
     }
     if (e->orphan && e->commits == 0) entry_free(e);
     ib->pending--;
+    ib->commits_done++;
     pthread_cond_broadcast(&ib->committed);
     pthread_mutex_unlock(&ib->lock);
     free(error);
@@ -473,16 +475,23 @@ static store_ref uids_of(const store_ingest_result *r)
 /* ITEM passed its checks, but a drop with the same UIDs may be committing right now,
  * which the check could not see: its commit would fail this one after close() said 0.
  * So wait for that commit and check again against what is stored (lock held, released
- * while waiting). Returns the name of the drop waited for (malloc'd), or NULL. */
-static char *hold_back(inbox *ib, store_item *item)
+ * while waiting). A commit may also have ended between the check (SEEN: commits_done
+ * before it) and now, already out of flight: then check again too. Returns the name of
+ * the drop waited for (malloc'd), or NULL. */
+static char *hold_back(inbox *ib, store_item *item, unsigned long seen)
 {
     store_ref uids = uids_of(store_item_result(item));
     char *first = NULL;
     commit_ticket *t;
-    while (to_commit(item) && (t = flight_find(ib, &uids))) {
-        free(first);
-        if (!(first = strdup(t->name))) abort();
-        while (flight_find(ib, &uids)) pthread_cond_wait(&ib->committed, &ib->lock);
+    while (to_commit(item)) {
+        if ((t = flight_find(ib, &uids))) {
+            free(first);
+            if (!(first = strdup(t->name))) abort();
+            while (flight_find(ib, &uids)) pthread_cond_wait(&ib->committed, &ib->lock);
+        } else if (ib->commits_done == seen) {
+            break;
+        }
+        seen = ib->commits_done;
         pthread_mutex_unlock(&ib->lock);
         store_item_settle(ib->store, item);
         pthread_mutex_lock(&ib->lock);
@@ -542,13 +551,14 @@ static int finish_entry(inbox *ib, const char *path, bool last)
     e->done = true; /* claimed: a concurrent flush of a dup'd fd waits for nothing */
     e->commits++;   /* and the entry stays allocated until we are done with it */
     unsigned gen = e->gen;
+    unsigned long seen = ib->commits_done; /* before the check: hold_back looks again if one ends */
     pthread_mutex_unlock(&ib->lock);
 
     /* Copying the same CD twice succeeds: identical instances count as stored. */
     store_ingest_opts opts = {.identical_ok = true};
     store_item *item = up ? store_upload_finish(up, &opts) : NULL;
     pthread_mutex_lock(&ib->lock);
-    char *first = item ? hold_back(ib, item) : NULL, *error = NULL;
+    char *first = item ? hold_back(ib, item, seen) : NULL, *error = NULL;
     store_ref *ref = NULL;
     int verdict = item ? judge(path, store_item_result(item), first, &error, &ref) : 0;
     if (e->gen == gen) { /* not re-created meanwhile */
