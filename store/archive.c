@@ -326,12 +326,12 @@ void store_close(store_t *s)
     commit_stop(s);
     /* Every rename and unlink of this process is settled: nothing left to repair. */
     if (s->open_mark[0] && !s->keep_open_mark) unlinkat(s->dirfd, s->open_mark, 0);
+    store_checkpoint(s, true); /* beside other processes' writes (checkpoint.c) */
     for (int i = 0; i < s->n_idle; i++) db_close(s->idle[i]);
-    if (s->writer) {
-        /* Fold the WAL back when we are the last user, so the archive is one file. */
-        if (!s->readonly) sqlite3_wal_checkpoint_v2(s->writer->h, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
-        db_close(s->writer);
-    }
+    db_close(s->checkpointer);
+    /* The writer last: when no other process has the index open, its close folds the WAL
+     * back (SQLite, under an exclusive lock), so the archive is one file again. */
+    db_close(s->writer);
     if (s->lockfd >= 0) close(s->lockfd);
     if (s->dirfd >= 0) close(s->dirfd);
     pthread_mutex_destroy(&s->pool_lock);

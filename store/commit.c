@@ -78,9 +78,8 @@ static void make_durable(store_t *s, db_t *db, store_item **v, size_t n)
     }
     if (!failed && sync_group(s, v, n) != 0) failed = strerror(errno), status = store_errno_status(errno);
     store_err err;
-    /* No statement may still be on a row at COMMIT: SQLite's automatic checkpoint after
-     * the commit is refused while the connection has active statements, and the WAL
-     * would then grow without end. */
+    /* No statement may stay on a row past COMMIT: its read snapshot would hold the WAL's
+     * frames back from the checkpoint (checkpoint.c), and the WAL would grow without end. */
     db_idle(db);
     bool commit_failed = false;
     if (!failed && db_exec(db, "COMMIT", &err) != SQLITE_OK)
@@ -207,6 +206,7 @@ static void *commit_thread(void *arg)
         memcpy(done, group, n * sizeof *group); /* commit_group reorders group */
         commit_group(s, group, n);
         for (size_t i = 0; i < n; i++) done[i]->done(done[i], done[i]->ctx);
+        store_checkpoint(s, false); /* after the acknowledgements, not before */
 
         pthread_mutex_lock(&s->q_lock);
     }

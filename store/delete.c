@@ -216,5 +216,6 @@ store_status store_delete(store_t *s, const char *partition, const char *study, 
     db_idle(db);
     pthread_mutex_unlock(&s->write_lock);
     free(v);
+    store_checkpoint(s, false);
     return status;
 }

@@ -70,6 +70,7 @@ typedef enum {
 typedef struct {
     sqlite3 *h;
     sqlite3_stmt *stmt[ST_COUNT];
+    int wal_frames; /* the WAL's length after this connection's last commit (checkpoint.c) */
 } db_t;
 
 /* The prepared statement ID, reset and unbound, ready to bind. NULL on error. */
@@ -85,6 +86,9 @@ static inline store_status db_status(int rc)
 }
 int db_run(db_t *db, stmt_id id); /* steps a cached statement without bindings once (SAVEPOINT …) */
 int schema_create(db_t *db, store_err *err);
+/* Turns SQLite's automatic checkpoint off on DB (db_open does, for every writable
+ * connection): the store checkpoints itself, holding the write lock (checkpoint.c). */
+void db_no_autocheckpoint(db_t *db);
 int schema_check(db_t *db, store_err *err); /* a read-only archive: its schema version only */
 
 /* ---- The store -------------------------------------------------------------------- */
@@ -111,8 +115,10 @@ struct store {
     db_t *idle[POOL_MAX];
     int n_idle;
 
-    pthread_mutex_t write_lock; /* guards writer */
+    pthread_mutex_t write_lock; /* guards writer and checkpointer */
     db_t *writer;
+    db_t *checkpointer;     /* checkpoints while the writer holds the write lock (checkpoint.c) */
+    unsigned long checkpoints; /* checkpoints tried (for tests) */
 
     index_tag *index_tags;
     size_t n_index_tags;
@@ -185,6 +191,11 @@ void xqt_index_item(store_t *s, db_t *db, store_item *item);
  * it; stops it (between batches). */
 void xqt_resume(store_t *s);
 void xqt_stop(store_t *s);
+
+/* Checkpoints the WAL when it has grown past SQLite's usual size (FORCE: in any case),
+ * holding the write lock so that no writer can race it; after a write transaction ends,
+ * with the write lock free. */
+void store_checkpoint(store_t *s, bool force);
 
 /* Tells the change listener, if any (after a COMMIT that changed something). */
 void store_notify_change(store_t *s);

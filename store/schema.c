@@ -228,6 +228,7 @@ db_t *db_open(const char *path, bool create, bool readonly, store_err *err)
         db_close(db);
         return NULL;
     }
+    db_no_autocheckpoint(db);
     return db;
 }
 

@@ -506,6 +506,7 @@ static store_status in_write(store_t *s, store_status (*fn)(db_t *, void *, stor
     if (st == STORE_OK) xqt_refresh(s, db);
     db_idle(db);
     pthread_mutex_unlock(&s->write_lock);
+    store_checkpoint(s, false);
     return st;
 }
 
@@ -821,6 +822,7 @@ static int reindex_batch(store_t *s)
 out:
     db_idle(db);
     pthread_mutex_unlock(&s->write_lock);
+    store_checkpoint(s, false);
     return result;
 }
 
