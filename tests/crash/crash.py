@@ -334,6 +334,11 @@ class Run:
 
     def check(self, no, full=False):
         c = self.c
+        keep = os.environ.get("CRASH_SNAPSHOT")
+        if keep:  # the archive as the crash left it, before anything opens it (for a failed round)
+            import shutil
+            shutil.rmtree(keep, ignore_errors=True)
+            shutil.copytree(self.archive, keep, symlinks=True)
         p, counts = cl.fsck(self.archive)
         c.ok(p.returncode == 0 and counts and counts[2:] == (0, 0, 0),
              f"round {no}: fsck after the crash exits 0 (nothing missing, orphaned or half-indexed)",

@@ -19,7 +19,9 @@ SQLite's WAL syncs), as after a power loss; an EIO after the cut must never be t
 for success (no acknowledgement may be missing afterwards).
 
 Needs root, loop devices and ext4 (skips with the reason otherwise). Environment:
-POWERLOSS_ROUNDS (rounds per file system, default 6: make test; make crashtest runs 200), CRASH_SEED, CRASH_MAX_DELAY.
+POWERLOSS_ROUNDS (rounds per file system, default 6: make test; make crashtest runs 200), POWERLOSS_FS
+(journal or nojournal: only that one), CRASH_SEED, CRASH_MAX_DELAY, CRASH_SNAPSHOT (a folder: each round's archive
+is copied there as the crash left it, before the checks open it; e2fsck's output goes beside it).
 """
 import fcntl
 import os
@@ -58,6 +60,9 @@ class PowerLoss(crash.Run):
         self.fs.unmount(lazy_ok=False)
         p = subprocess.run(["e2fsck", "-p", "-f", self.fs.img], capture_output=True, text=True)
         self.e2fsck_fixed += p.returncode == 1
+        if os.environ.get("CRASH_SNAPSHOT"):
+            with open(os.environ["CRASH_SNAPSHOT"] + ".e2fsck", "a") as log:
+                log.write(f"--- exit {p.returncode}\n{p.stdout}{p.stderr}")
         self.c.ok(p.returncode in (0, 1), f"{self.name}: e2fsck -p after the power cut needs no manual repair",
                   p.stdout[-500:] + p.stderr[-500:])
         self.fs.mount()
@@ -80,7 +85,8 @@ def main():
     top = scratch + ".fs"  # crash.Run empties SCRATCH: the file systems live beside it
     passed = failed = 0
     failures = []
-    for journal in (True, False):
+    kinds = {"journal": (True,), "nojournal": (False,)}.get(os.environ.get("POWERLOSS_FS", ""), (True, False))
+    for journal in kinds:
         fs = cl.SmallFs("ext4", os.path.join(top, "journal" if journal else "nojournal"), size_mb=512, journal=journal)
         try:
             fs.mount()
