@@ -18,8 +18,8 @@
 #define WRITEBACK_MIN (256 * 1024) /* smaller uploads are written by the group's one sync */
 
 /* The CRC-32 of the upload's bytes, so that fsck can tell a file changed behind the
- * archive's back even when its size did not. The bytes were just written: one pass over
- * the page cache. */
+ * archive's back even when its size did not: kept as the bytes came (upload.c), or when
+ * they did not come in order, one pass over the page cache they were just written to. */
 static bool checksum(int fd, uint64_t size, uint32_t *crc)
 {
     unsigned char buf[65536];
@@ -163,7 +163,7 @@ static void copy_uids(store_item *item, const dcm_parsed *p)
     snprintf(r->series_uid, sizeof r->series_uid, "%.64s", p->series_uid.value);
 }
 
-static void prepare(store_t *s, store_item *item, int fd, const store_ingest_opts *o)
+static void prepare(store_t *s, store_item *item, int fd, const uint32_t *crc, const store_ingest_opts *o)
 {
     dcm_parsed p;
     char why[400];
@@ -209,7 +209,9 @@ static void prepare(store_t *s, store_item *item, int fd, const store_ingest_opt
     store_random_hex(id, 16);
     snprintf(item->object, sizeof item->object, "objects/%.2s/%s.dcm", id, id);
     dcm_parsed_free(&p);
-    if (!checksum(fd, item->size, &item->crc32))
+    if (crc)
+        item->crc32 = *crc;
+    else if (!checksum(fd, item->size, &item->crc32))
         item_reject(item, STORE_EIO, STORE_FAIL_PROCESSING, "the upload could not be read back from the archive's disk");
 }
 
@@ -320,8 +322,10 @@ store_item *store_upload_finish(store_upload *up, const store_ingest_opts *o)
     if (failed)
         item_reject(item, failed, STORE_FAIL_PROCESSING, "the upload could not be written to the archive's disk%s",
                     failed == STORE_ENOSPC ? ": the disk is full" : "");
-    else
-        prepare(s, item, up->fd, o);
+    else {
+        uint32_t crc;
+        prepare(s, item, up->fd, upload_crc(up, &crc) ? &crc : NULL, o);
+    }
     /* Items keep no descriptor: a STOW of thousands of parts must not run out of them. */
     close(up->fd);
     free(up);

@@ -325,6 +325,13 @@ struct store_upload {
     char path[PATH_MAX];
     uint64_t size;
     store_status failed; /* a write failed: STORE_ENOSPC (disk full) or STORE_EIO */
+    /* The CRC-32 of bytes 0..crc_len, kept while the bytes come in order (STOW, cp into
+     * the mount): ingest then needs no second pass over them. */
+    uint32_t crc;
+    uint64_t crc_len;
+    bool crc_lost;       /* written out of order, truncated or copied by the kernel */
 };
+/* The upload's CRC-32 when it was kept over all its bytes (false: read them back). */
+bool upload_crc(const store_upload *up, uint32_t *crc);
 
 #endif

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include "internal.h"
 
@@ -41,8 +42,31 @@ store_upload *store_upload_begin(store_t *s, store_err *err)
     return up;
 }
 
+/* Extends the running CRC-32 by bytes written at OFF, or gives it up (ingest reads the
+ * file back instead) when they are not the next ones. */
+static void crc_extend(store_upload *up, const unsigned char *p, size_t len, uint64_t off)
+{
+    if (up->crc_lost || off != up->crc_len) {
+        up->crc_lost = true;
+        return;
+    }
+    up->crc_len += len;
+    for (size_t step; len > 0; p += step, len -= step) {
+        step = len < (1u << 30) ? len : (1u << 30);
+        up->crc = (uint32_t)crc32(up->crc, p, (uInt)step);
+    }
+}
+
+bool upload_crc(const store_upload *up, uint32_t *crc)
+{
+    if (up->crc_lost || up->crc_len != up->size) return false;
+    *crc = up->crc;
+    return true;
+}
+
 store_status store_upload_pwrite(store_upload *up, const void *buf, size_t len, uint64_t off)
 {
+    crc_extend(up, buf, len, off);
     const char *p = buf;
     size_t left = len;
     while (left > 0) {
@@ -67,6 +91,7 @@ store_status store_upload_write(store_upload *up, const void *buf, size_t len)
 store_status store_upload_truncate(store_upload *up, uint64_t size)
 {
     if (ftruncate(up->fd, (off_t)size) != 0) return store_errno_status(errno);
+    if (size != up->crc_len) up->crc_lost = true; /* bytes cut off, or zeros added */
     up->size = size;
     return STORE_OK;
 }
@@ -95,6 +120,7 @@ store_status store_upload_copy_fd(store_upload *up, int fd)
         ssize_t n = copy_file_range(fd, NULL, up->fd, NULL, 1 << 30, 0);
         if (n > 0) {
             up->size += (uint64_t)n;
+            up->crc_lost = true; /* bytes we never saw */
             continue;
         }
         if (n == 0) return STORE_OK;
