@@ -249,7 +249,10 @@ static void watch_stop(struct web_watch *w)
     free(w);
 }
 
-/* MHD_OPTION_NOTIFY_CONNECTION: every connection is watched from its opening to its closing. */
+/* MHD_OPTION_NOTIFY_CONNECTION: every connection is watched from its opening to its closing.
+ * MHD (0.9.75) tells CLOSED before it closes the socket, on every path, and the watcher
+ * shuts sockets down holding the same mutex: the descriptor it shuts down is never one
+ * that was closed and handed to another connection meanwhile. */
 static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
                           enum MHD_ConnectionNotificationCode code)
 {
