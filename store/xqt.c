@@ -597,8 +597,21 @@ static store_status delete_fn(db_t *db, void *ctx, store_err *err)
     if (!scalar(db, "SELECT count(*) FROM xqt WHERE tag=?1", NULL, t->tag))
         return store_seterr(err, STORE_ENOTFOUND, "The extended query tag '%s' does not exist.", t->path);
     /* Status deleting, then everything of it, in one transaction: no reader sees a tag
-     * half gone, and a reindex using it simply finds it missing at its next batch. */
-    static const char *const steps[] = {"UPDATE xqt SET status=2 WHERE tag=?1", "DELETE FROM ix_text WHERE tag=?1",
+     * half gone, and a reindex using it simply finds it missing at its next batch. The
+     * studies and series that had a value of it lose their summary of values ('*', as
+     * reindex_row does): it still lists the value, and an instance stored after the tag
+     * is added again would find its own values equal to it and write none, while the
+     * reindex leaves a level to its newest instance — the value would then be missing. */
+    static const char *const steps[] = {"UPDATE xqt SET status=2 WHERE tag=?1",
+                                        "UPDATE study SET ix='*' WHERE key IN (SELECT key FROM ix_text WHERE tag=?1 UNION "
+                                        "SELECT key FROM ix_word WHERE tag=?1 UNION SELECT key FROM ix_int WHERE tag=?1 UNION "
+                                        "SELECT key FROM ix_real WHERE tag=?1) "
+                                        "AND (SELECT level FROM xqt WHERE tag=?1)=0",
+                                        "UPDATE series SET ix='*' WHERE key IN (SELECT key FROM ix_text WHERE tag=?1 UNION "
+                                        "SELECT key FROM ix_word WHERE tag=?1 UNION SELECT key FROM ix_int WHERE tag=?1 UNION "
+                                        "SELECT key FROM ix_real WHERE tag=?1) "
+                                        "AND (SELECT level FROM xqt WHERE tag=?1)=1",
+                                        "DELETE FROM ix_text WHERE tag=?1",
                                         "DELETE FROM ix_word WHERE tag=?1",      "DELETE FROM ix_int WHERE tag=?1",
                                         "DELETE FROM ix_real WHERE tag=?1",      "DELETE FROM xqt_error WHERE tag=?1",
                                         "DELETE FROM xqt WHERE tag=?1"};

@@ -278,6 +278,47 @@ static void resume_after_close(void)
     store_close(s);
 }
 
+/* A series-level tag deleted and added again: an instance stored into a series after the
+ * add (so not the reindex's to do) while the reindex has not yet run must still make the
+ * series found by it — the crash test once found such a series missing. */
+static void readded_tag_reaches_a_series_stored_meanwhile(void)
+{
+    store_t *s = test_archive("readd");
+    const char *args = "-m \"(0020,000d)=" ROOT ".5\" -m \"(0020,000e)=" ROOT ".5.1\" -i \"(0018,1030)=PX\"";
+    char a[300], b[300];
+    snprintf(a, sizeof a, "%s -m \"(0008,0018)=" ROOT ".5.1.1\"", args);
+    snprintf(b, sizeof b, "%s -m \"(0008,0018)=" ROOT ".5.1.2\"", args);
+    const char *tag = "[{\"path\":\"ProtocolName\",\"level\":\"series\"}]";
+    char id[33], why[512];
+    store_err err = {0};
+    CHECK(add(s, tag, id, why) == STORE_OK && store_operations_wait(s, 20000, &err) == STORE_OK, "added: %s", why);
+    /* Stored with the tag in place: its commit writes the series' values and their summary. */
+    const char *p = test_make("CT_small.dcm", "readd_a.dcm", a);
+    store_ingest_result r = test_ingest(s, p ? p : "/nonexistent", NULL);
+    CHECK(r.status == STORE_OK, "the first instance is stored: %s", r.message);
+    store_ingest_result_clear(&r);
+    CHECK(count(s, STORE_LEVEL_SERIES, "ProtocolName", "PX") == 1, "the series is found by the tag");
+    CHECK(store_xqt_delete(s, "00181030", &err) == STORE_OK, "deleted: %s", err.msg);
+    char lock[4200];
+    snprintf(lock, sizeof lock, "%s/reindex.lock", test_path("readd"));
+    int fd = open(lock, O_RDWR | O_CREAT, 0644);
+    CHECK(fd >= 0 && flock(fd, LOCK_EX) == 0, "the test holds reindex.lock: the reindex waits");
+    CHECK(add(s, tag, id, why) == STORE_OK, "added again: %s", why);
+    p = test_make("CT_small.dcm", "readd_b.dcm", b);
+    r = test_ingest(s, p ? p : "/nonexistent", NULL);
+    CHECK(r.status == STORE_OK, "a second instance is stored into the series meanwhile: %s", r.message);
+    store_ingest_result_clear(&r);
+    store_close(s);
+    close(fd);
+    s = store_open(test_path("readd"), 0, &err);
+    CHECK(s != NULL, "reopened: %s", err.msg);
+    if (!s) return;
+    CHECK(store_operations_wait(s, 20000, &err) == STORE_OK, "the reindex runs: %s", err.msg);
+    CHECK(count(s, STORE_LEVEL_SERIES, "ProtocolName", "PX") == 1, "the series is found by the tag added again (%ld)",
+          count(s, STORE_LEVEL_SERIES, "ProtocolName", "PX"));
+    store_close(s);
+}
+
 int main(void)
 {
     test_scratch();
@@ -296,5 +337,6 @@ int main(void)
           rep.bad_index, err.msg);
     store_close(s);
     resume_after_close();
+    readded_tag_reaches_a_series_stored_meanwhile();
     return test_summary();
 }
