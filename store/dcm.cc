@@ -170,17 +170,29 @@ static bool looks_like_dicom(const source &src, char *err, size_t errlen)
 
 /* ---- Character sets ----------------------------------------------------------------- */
 
+/* The length of the well-formed UTF-8 sequence at P (RFC 3629: no overlong forms, no
+ * surrogates, nothing above U+10FFFF, as JSON parsers demand), or 0. */
+static int utf8_length(const unsigned char *p, const unsigned char *e)
+{
+    if (*p < 0x80) return 1;
+    int len = *p >= 0xC2 && *p <= 0xDF ? 2 : *p >= 0xE0 && *p <= 0xEF ? 3 : *p >= 0xF0 && *p <= 0xF4 ? 4 : 0;
+    if (!len || e - p < len) return 0;
+    unsigned char lo = 0x80, hi = 0xBF; /* the second byte's range */
+    if (*p == 0xE0) lo = 0xA0;
+    else if (*p == 0xED) hi = 0x9F;
+    else if (*p == 0xF0) lo = 0x90;
+    else if (*p == 0xF4) hi = 0x8F;
+    if (p[1] < lo || p[1] > hi) return 0;
+    for (int i = 2; i < len; i++)
+        if ((p[i] & 0xC0) != 0x80) return 0;
+    return len;
+}
+
 static bool valid_utf8(const char *s, size_t n)
 {
     const unsigned char *p = (const unsigned char *)s, *e = p + n;
-    while (p < e) {
-        if (*p < 0x80) { p++; continue; }
-        int len = (*p & 0xE0) == 0xC0 ? 2 : (*p & 0xF0) == 0xE0 ? 3 : (*p & 0xF8) == 0xF0 ? 4 : 0;
-        if (!len || p + len > e || (len == 2 && *p < 0xC2)) return false;
-        for (int i = 1; i < len; i++)
-            if ((p[i] & 0xC0) != 0x80) return false;
-        p += len;
-    }
+    for (int len; p < e; p += len)
+        if (!(len = utf8_length(p, e))) return false;
     return true;
 }
 
@@ -253,10 +265,9 @@ static std::string scrub_utf8(const std::string &in)
     std::string out;
     const unsigned char *p = (const unsigned char *)in.data(), *e = p + in.size();
     while (p < e) {
-        if (valid_utf8((const char *)p, 1)) { out += (char)*p++; continue; }
-        int len = (*p & 0xE0) == 0xC0 ? 2 : (*p & 0xF0) == 0xE0 ? 3 : (*p & 0xF8) == 0xF0 ? 4 : 1;
-        if (len > 1 && p + len <= e && valid_utf8((const char *)p, len)) {
-            out.append((const char *)p, len);
+        int len = utf8_length(p, e);
+        if (len) {
+            out.append((const char *)p, (size_t)len);
             p += len;
         } else {
             out += "\xEF\xBF\xBD";
@@ -383,8 +394,16 @@ static std::string check_element(DcmElement *el)
         return "";
     }
     OFCondition c = el->checkValue("1-n", OFFalse);
-    if (c.good()) return "";
-    return c.text();
+    if (c.bad()) return c.text();
+    if (vr == EVR_DS) { /* "1E999" is a DS, but as a JSON number every parser refuses it */
+        unsigned long vm = el->getVM();
+        for (unsigned long i = 0; i < vm; i++) {
+            OFString v;
+            if (el->getOFString(v, i, OFTrue).good() && !v.empty() && !isfinite(strtod(v.c_str(), NULL)))
+                return "value is not a finite number";
+        }
+    }
+    return "";
 }
 
 static std::string tag_text(const DcmTagKey &k)
@@ -660,6 +679,8 @@ static OFCondition write_json(DcmDataset *ds, const dcm_request *req, dcm_parsed
     }
     meta.push_back('}');
     attrs.push_back('}');
+    meta.resize(dcm_json_mend_decimals(&meta[0], meta.size()));
+    attrs.resize(dcm_json_mend_decimals(&attrs[0], attrs.size()));
     out->attrs_json = dup_string(attrs);
 
     out->values = (dcm_value *)calloc(req->n_value_tags ? req->n_value_tags : 1, sizeof *out->values);
@@ -675,6 +696,26 @@ static OFCondition write_json(DcmDataset *ds, const dcm_request *req, dcm_parsed
         dv->multiple = el->getVM() > 1;
     }
     return EC_Normal;
+}
+
+extern "C" size_t dcm_json_mend_decimals(char *s, size_t n)
+{
+    /* DCMTK's compact writer puts a DS element's values, numbers or null, right after
+     * this; inside a string a quote would be escaped, so the text cannot occur there. */
+    static const char mark[] = "\"vr\":\"DS\",\"Value\":[";
+    const size_t m = sizeof mark - 1;
+    size_t r = 0, w = 0; /* read and write positions: the text only shrinks */
+    while (r < n) {
+        const char *hit = (const char *)memmem(s + r, n - r, mark, m);
+        size_t upto = hit ? (size_t)(hit - s) + m : n;
+        memmove(s + w, s + r, upto - r);
+        w += upto - r;
+        r = upto;
+        for (; hit && r < n && s[r] != ']'; r++) /* a dot not followed by a digit goes */
+            if (s[r] != '.' || (r + 1 < n && s[r + 1] >= '0' && s[r + 1] <= '9')) s[w++] = s[r];
+    }
+    if (w < n) s[w] = 0;
+    return w;
 }
 
 static void free_values(dcm_parsed *out)

@@ -111,6 +111,13 @@ int dcm_render(const char *path, uint32_t frame, bool png, int quality, unsigned
  * (CAP bytes) always ends with NUL. */
 void dcm_printable(const char *v, size_t len, size_t max, char *out, size_t cap);
 
+/* DCMTK 3.6.7 writes a decimal string (DS) such as "5." or "1.e5" as the JSON number
+ * 5. or 1.e5, which JSON parsers refuse: drops such dots from the DS values of the DICOM
+ * JSON text S (N bytes, edited in place; "5." becomes 5, as a parser would read it).
+ * Returns the new length; S stays NUL-terminated when it was. The metadata written by
+ * dcm_parse is already mended; this is also for text written before it was. */
+size_t dcm_json_mend_decimals(char *s, size_t n);
+
 /* The DICOM JSON object DICOM_JSON (text, numbers, person names and sequences; bulk
  * data is not carried) as a PS3.19 native-model XML document, written by DCMTK:
  * malloc'd, or NULL with why. For answers a client asks for in XML. */

@@ -270,6 +270,51 @@ int schema_check(db_t *db, store_err *err)
     return rc;
 }
 
+/* Archives written before dcm_json_mend_decimals hold DS values such as 5. in their
+ * metadata and QIDO attributes, which JSON parsers refuse: mended once, on the first
+ * writable open by a dicomfs that knows (meta 'json_decimals'). The GLOB only narrows the
+ * rows to look at: digit, dot, then one of ] , e E. */
+static int mend_decimals(db_t *db, store_err *err)
+{
+    static const char *const tables[][3] = {{"metadata", "json", "watermark"}, {"instance", "attrs", "watermark"}};
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(db->h, "SELECT 1 FROM meta WHERE key='json_decimals'", -1, &st, NULL);
+    bool done = rc == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW;
+    sqlite3_finalize(st);
+    if (rc != SQLITE_OK) store_seterr(err, STORE_EIO, "cannot read the index: %s", sqlite3_errmsg(db->h));
+    if (rc != SQLITE_OK || done) return rc;
+    for (size_t t = 0; t < sizeof tables / sizeof tables[0] && rc == SQLITE_OK; t++) {
+        char q[256], u[256];
+        snprintf(q, sizeof q, "SELECT %s, %s FROM %s WHERE %s GLOB '*[0-9].[],eE]*'", tables[t][2], tables[t][1],
+                 tables[t][0], tables[t][1]);
+        snprintf(u, sizeof u, "UPDATE %s SET %s=?2 WHERE %s=?1", tables[t][0], tables[t][1], tables[t][2]);
+        sqlite3_stmt *sel = NULL, *upd = NULL;
+        rc = sqlite3_prepare_v2(db->h, q, -1, &sel, NULL);
+        if (rc == SQLITE_OK) rc = sqlite3_prepare_v2(db->h, u, -1, &upd, NULL);
+        /* SQLite keeps the scan's place across an update of the row it is on (its key,
+         * the rowid, stays); a row met twice is mended already and left alone. */
+        while (rc == SQLITE_OK && sqlite3_step(sel) == SQLITE_ROW) {
+            size_t n = (size_t)sqlite3_column_bytes(sel, 1);
+            char *text = malloc(n + 1);
+            if (!text) abort();
+            memcpy(text, sqlite3_column_text(sel, 1), n + 1);
+            size_t m = dcm_json_mend_decimals(text, n);
+            if (m != n) {
+                sqlite3_bind_int64(upd, 1, sqlite3_column_int64(sel, 0));
+                sqlite3_bind_text(upd, 2, text, (int)m, SQLITE_TRANSIENT);
+                if (sqlite3_step(upd) != SQLITE_DONE) rc = sqlite3_errcode(db->h);
+                sqlite3_reset(upd);
+            }
+            free(text);
+        }
+        if (rc == SQLITE_OK && sqlite3_reset(sel) != SQLITE_OK) rc = sqlite3_errcode(db->h);
+        if (rc != SQLITE_OK) store_seterr(err, STORE_EIO, "cannot mend the index's JSON numbers: %s", sqlite3_errmsg(db->h));
+        sqlite3_finalize(sel);
+        sqlite3_finalize(upd);
+    }
+    return rc == SQLITE_OK ? db_exec(db, "INSERT INTO meta VALUES('json_decimals', '1')", err) : rc;
+}
+
 int schema_create(db_t *db, store_err *err)
 {
     int rc = db_exec(db, "BEGIN IMMEDIATE", err);
@@ -288,6 +333,7 @@ int schema_create(db_t *db, store_err *err)
     }
     if (rc == SQLITE_OK && !has_column(db, "instance", "crc32")) /* archives made before checksums */
         rc = db_exec(db, "ALTER TABLE instance ADD COLUMN crc32 INTEGER", err);
+    if (rc == SQLITE_OK) rc = mend_decimals(db, err);
     if (rc == SQLITE_OK) {
         rc = db_exec(db, "INSERT OR IGNORE INTO partition(key, name, created_us) VALUES(1, '"
                          STORE_DEFAULT_PARTITION "', CAST((julianday('now') - 2440587.5) * 86400000000 AS INTEGER))", err);

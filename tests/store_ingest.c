@@ -1,5 +1,8 @@
 /* store_ingest.c — the store's ingest rules (the reference's STOW-RS v1/v2 validation),
  * durability bookkeeping and precomputed data. Each block is named after its rule. */
+#include <jansson.h>
+#include <math.h>
+#include <sqlite3.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -366,6 +369,78 @@ static void checksum_is_the_bytes_however_they_were_written(store_t *s)
           "fsck finds every checksum right (%zu wrong)", rep.missing);
 }
 
+/* The number at "TAG" Value[0] of the first object of the DICOM JSON array TEXT (NAN when
+ * the text is not JSON or the value no number). */
+static double json_number_at(const char *text, const char *tag, const char *inner)
+{
+    json_t *all = text ? json_loads(text, 0, NULL) : NULL;
+    json_t *e = json_object_get(json_array_get(all, 0), tag);
+    if (inner) e = json_object_get(json_array_get(json_object_get(e, "Value"), 0), inner);
+    json_t *v = json_array_get(json_object_get(e, "Value"), 0);
+    double d = json_is_number(v) ? json_number_value(v) : NAN;
+    json_decref(all);
+    return d;
+}
+
+static void decimals_with_a_bare_dot_are_json_numbers(void)
+{
+    /* DS allows "5." and "1.e5"; DCMTK 3.6.7 writes them as the JSON numbers 5. and 1.e5,
+     * which no JSON parser takes: the metadata, the QIDO answers that carry the value
+     * (PatientWeight with includefield=all), and what an older dicomfs stored. */
+    const char *p = test_make("CT_small.dcm", "dot.dcm",
+                              "-m '(0008,0018)=1.2.3.4.70' -m '(0020,000D)=1.2.3.4.71' -m '(0018,0050)=5.' "
+                              "-i '(0010,1030)=70.' -i '(0010,1020)=-0001.E0' -i '(0008,1140)[0].(0018,0088)=3.'");
+    store_t *s = test_archive("dot");
+    store_ingest_result r = test_ingest(s, p, NULL);
+    CHECK(r.status == STORE_OK && r.warning_reason == 0, "DS 5. is valid and stored cleanly: %d %s", r.status,
+          r.message);
+    store_ingest_result_clear(&r);
+    char *json = NULL, etag[64];
+    size_t len;
+    store_metadata(s, NULL, "1.2.3.4.71", NULL, NULL, &json, &len, etag, NULL);
+    CHECK(json_number_at(json, "00180050", NULL) == 5, "SliceThickness 5. is the JSON number 5: %s",
+          json ? strstr(json, "\"00180050\"") : "(none)");
+    CHECK(json_number_at(json, "00101020", NULL) == -1, "PatientSize -0001.E0 is -1");
+    CHECK(json_number_at(json, "00081140", "00180088") == 3, "3. inside a sequence is 3");
+    free(json);
+    store_param all = {"includefield", "all"};
+    store_query q = {.level = STORE_LEVEL_STUDY, .params = &all, .n_params = 1};
+    store_find_result fr = {0};
+    CHECK(store_find(s, &q, &fr, NULL) == STORE_OK && json_number_at(fr.json, "00101030", NULL) == 70,
+          "QIDO with includefield=all has PatientWeight 70: %s", fr.json ? fr.json : "(none)");
+    store_find_result_clear(&fr);
+    store_close(s);
+
+    /* What an older dicomfs stored: the DCMTK text, unmended. The first writable open
+     * mends it, once. */
+    char db_path[4096];
+    snprintf(db_path, sizeof db_path, "%s/index.db", test_path("dot"));
+    sqlite3 *db = NULL;
+    CHECK(sqlite3_open(db_path, &db) == SQLITE_OK &&
+              sqlite3_exec(db,
+                           "UPDATE metadata SET json=replace(replace(json, '\"DS\",\"Value\":[5]', '\"DS\",\"Value\":[5.]'),"
+                           "  '\"DS\",\"Value\":[-1E0]', '\"DS\",\"Value\":[-1.E0]');"
+                           "UPDATE instance SET attrs=replace(attrs, '\"DS\",\"Value\":[70]', '\"DS\",\"Value\":[70.]');"
+                           "DELETE FROM meta WHERE key='json_decimals'",
+                           NULL, NULL, NULL) == SQLITE_OK && sqlite3_changes(db) == 1,
+          "the index is made to look as an older dicomfs left it");
+    sqlite3_close(db);
+    s = store_open(test_path("dot"), 0, NULL);
+    CHECK(s != NULL, "the older archive opens");
+    json = NULL;
+    if (s) store_metadata(s, NULL, "1.2.3.4.71", NULL, NULL, &json, &len, etag, NULL);
+    CHECK(json_number_at(json, "00180050", NULL) == 5 && json_number_at(json, "00101020", NULL) == -1,
+          "its metadata is mended: %s", json ? json : "(none)");
+    free(json);
+    fr = (store_find_result){0};
+    CHECK(s && store_find(s, &q, &fr, NULL) == STORE_OK && json_number_at(fr.json, "00101030", NULL) == 70,
+          "its QIDO attributes are mended: %s", fr.json ? fr.json : "(none)");
+    store_find_result_clear(&fr);
+    store_fsck_report rep;
+    CHECK(s && store_fsck(s, false, NULL, NULL, &rep, NULL) == STORE_OK, "fsck is clean after the mending");
+    store_close(s);
+}
+
 int main(void)
 {
     store_t *s = test_archive("a");
@@ -382,6 +457,7 @@ int main(void)
     charset_is_converted_to_utf8(s);
     copies_committed_together_are_settled_by_their_bytes(s);
     checksum_is_the_bytes_however_they_were_written(s);
+    decimals_with_a_bare_dot_are_json_numbers();
 
     store_fsck_report rep;
     CHECK(store_fsck(s, false, NULL, NULL, &rep, NULL) == STORE_OK, "fsck is clean after all of the above");
