@@ -56,6 +56,8 @@ static void checkpoint_locked(store_t *s)
 void store_checkpoint(store_t *s, bool force)
 {
     if (s->readonly || !s->writer) return;
+    /* Read without the lock: most commits leave the WAL short, and then none is needed. */
+    if (!force && atomic_load(&s->writer->wal_frames) < CHECKPOINT_FRAMES) return;
     pthread_mutex_lock(&s->write_lock);
     if (force || s->writer->wal_frames >= CHECKPOINT_FRAMES) checkpoint_locked(s);
     pthread_mutex_unlock(&s->write_lock);

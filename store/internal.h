@@ -70,7 +70,7 @@ typedef enum {
 typedef struct {
     sqlite3 *h;
     sqlite3_stmt *stmt[ST_COUNT];
-    int wal_frames; /* the WAL's length after this connection's last commit (checkpoint.c) */
+    atomic_int wal_frames; /* the WAL's length after this connection's last commit (checkpoint.c) */
 } db_t;
 
 /* The prepared statement ID, reset and unbound, ready to bind. NULL on error. */

@@ -191,8 +191,14 @@ db_t *db_open(const char *path, bool create, bool readonly, store_err *err)
     db_t *db = calloc(1, sizeof *db);
     if (!db) abort();
     int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | (create ? SQLITE_OPEN_CREATE : 0);
-    char uri[PATH_MAX + 32];
+    char uri[3 * PATH_MAX + 32]; /* every byte of the path may take three */
     const char *name = path;
+    if (strlen(path) >= PATH_MAX) {
+        store_seterr(err, STORE_EINVAL, "cannot open the index %.64s...: its path is longer than %d bytes", path,
+                     PATH_MAX - 1);
+        free(db);
+        return NULL;
+    }
     if (readonly) {
         /* Nothing can write a read-only disk. Without a WAL (a clean close folds it back)
          * immutable reads the file without creating a -shm; a WAL left by an unclean end
@@ -204,7 +210,7 @@ db_t *db_open(const char *path, bool create, bool readonly, store_err *err)
         snprintf(wal, sizeof wal, "%s-wal", path);
         bool has_wal = stat(wal, &sb) == 0 && sb.st_size > 0;
         size_t o = (size_t)snprintf(uri, sizeof uri, "file:");
-        for (const char *p = path; *p && o + 4 < sizeof uri - 16; p++) /* URI-escape ? # % */
+        for (const char *p = path; *p; p++) /* URI-escape ? # % */
             o += *p == '?' || *p == '#' || *p == '%' ? (size_t)snprintf(uri + o, 4, "%%%02X", (unsigned char)*p)
                                                     : (size_t)snprintf(uri + o, 2, "%c", *p);
         snprintf(uri + o, sizeof uri - o, "?%s", has_wal ? "mode=ro" : "immutable=1");
