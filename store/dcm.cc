@@ -679,8 +679,13 @@ static OFCondition write_json(DcmDataset *ds, const dcm_request *req, dcm_parsed
     }
     meta.push_back('}');
     attrs.push_back('}');
-    meta.resize(dcm_json_mend_decimals(&meta[0], meta.size()));
-    attrs.resize(dcm_json_mend_decimals(&attrs[0], attrs.size()));
+    for (std::string *text : {&meta, &attrs}) {
+        size_t n = 0;
+        if (char *mended = dcm_json_mend_decimals(text->data(), text->size(), &n)) {
+            text->assign(mended, n);
+            free(mended);
+        }
+    }
     out->attrs_json = dup_string(attrs);
 
     out->values = (dcm_value *)calloc(req->n_value_tags ? req->n_value_tags : 1, sizeof *out->values);
@@ -698,24 +703,45 @@ static OFCondition write_json(DcmDataset *ds, const dcm_request *req, dcm_parsed
     return EC_Normal;
 }
 
-extern "C" size_t dcm_json_mend_decimals(char *s, size_t n)
+extern "C" char *dcm_json_mend_decimals(const char *s, size_t n, size_t *len)
 {
     /* DCMTK's compact writer puts a DS element's values, numbers or null, right after
      * this; inside a string a quote would be escaped, so the text cannot occur there. */
     static const char mark[] = "\"vr\":\"DS\",\"Value\":[";
     const size_t m = sizeof mark - 1;
-    size_t r = 0, w = 0; /* read and write positions: the text only shrinks */
+    const char *hit = (const char *)memmem(s, n, mark, m);
+    if (!hit) return NULL;
+    /* Each value gains at most one byte (a 0), and a value takes two with its comma. */
+    char *out = (char *)malloc(2 * n + 1);
+    if (!out) abort();
+    size_t r = 0, w = 0;
+    bool changed = false;
     while (r < n) {
-        const char *hit = (const char *)memmem(s + r, n - r, mark, m);
         size_t upto = hit ? (size_t)(hit - s) + m : n;
-        memmove(s + w, s + r, upto - r);
+        memcpy(out + w, s + r, upto - r);
         w += upto - r;
         r = upto;
-        for (; hit && r < n && s[r] != ']'; r++) /* a dot not followed by a digit goes */
-            if (s[r] != '.' || (r + 1 < n && s[r + 1] >= '0' && s[r + 1] <= '9')) s[w++] = s[r];
+        while (hit && r < n && s[r] != ']') { /* one value: up to , or ] */
+            if (s[r] == '-') out[w++] = s[r++];
+            if (r < n && (s[r] == 'e' || s[r] == 'E' || s[r] == '.')) { /* "0e-6" was cut to e-6 */
+                out[w++] = '0';
+                changed = true;
+            }
+            for (; r < n && s[r] != ',' && s[r] != ']'; r++) {
+                if (s[r] == '.' && !(r + 1 < n && s[r + 1] >= '0' && s[r + 1] <= '9')) changed = true;
+                else out[w++] = s[r];
+            }
+            if (r < n && s[r] == ',') out[w++] = s[r++];
+        }
+        if (hit) hit = (const char *)memmem(s + r, n - r, mark, m);
     }
-    if (w < n) s[w] = 0;
-    return w;
+    out[w] = 0;
+    if (!changed) {
+        free(out);
+        return NULL;
+    }
+    *len = w;
+    return out;
 }
 
 static void free_values(dcm_parsed *out)

@@ -111,12 +111,13 @@ int dcm_render(const char *path, uint32_t frame, bool png, int quality, unsigned
  * (CAP bytes) always ends with NUL. */
 void dcm_printable(const char *v, size_t len, size_t max, char *out, size_t cap);
 
-/* DCMTK 3.6.7 writes a decimal string (DS) such as "5." or "1.e5" as the JSON number
- * 5. or 1.e5, which JSON parsers refuse: drops such dots from the DS values of the DICOM
- * JSON text S (N bytes, edited in place; "5." becomes 5, as a parser would read it).
- * Returns the new length; S stays NUL-terminated when it was. The metadata written by
- * dcm_parse is already mended; this is also for text written before it was. */
-size_t dcm_json_mend_decimals(char *s, size_t n);
+/* DCMTK 3.6.7 writes some decimal strings (DS) as JSON numbers that JSON parsers refuse:
+ * "5." and "1.e5" as 5. and 1.e5, and "0e-6" as e-6 (it strips the leading zeros). Returns
+ * the DICOM JSON text S (N bytes) with its DS values mended (5, 1e5, 0e-6: the numbers a
+ * parser would read) as a malloc'd NUL-terminated string of *LEN bytes, or NULL when
+ * nothing needed mending. The metadata written by dcm_parse is mended already; this is
+ * also for text written before it was. */
+char *dcm_json_mend_decimals(const char *s, size_t n, size_t *len);
 
 /* The DICOM JSON object DICOM_JSON (text, numbers, person names and sequences; bulk
  * data is not carried) as a PS3.19 native-model XML document, written by DCMTK:

@@ -276,10 +276,10 @@ int schema_check(db_t *db, store_err *err)
     return rc;
 }
 
-/* Archives written before dcm_json_mend_decimals hold DS values such as 5. in their
+/* Archives written before dcm_json_mend_decimals hold DS values such as 5. or e-6 in their
  * metadata and QIDO attributes, which JSON parsers refuse: mended once, on the first
  * writable open by a dicomfs that knows (meta 'json_decimals'). The GLOB only narrows the
- * rows to look at: digit, dot, then one of ] , e E. */
+ * rows to look at: digit, dot, then one of ] , e E; or [ , - then e E. */
 static int mend_decimals(db_t *db, store_err *err)
 {
     static const char *const tables[][3] = {{"metadata", "json", "watermark"}, {"instance", "attrs", "watermark"}};
@@ -291,8 +291,8 @@ static int mend_decimals(db_t *db, store_err *err)
     if (rc != SQLITE_OK || done) return rc;
     for (size_t t = 0; t < sizeof tables / sizeof tables[0] && rc == SQLITE_OK; t++) {
         char q[256], u[256];
-        snprintf(q, sizeof q, "SELECT %s, %s FROM %s WHERE %s GLOB '*[0-9].[],eE]*'", tables[t][2], tables[t][1],
-                 tables[t][0], tables[t][1]);
+        snprintf(q, sizeof q, "SELECT %s, %s FROM %s WHERE %s GLOB '*[0-9].[],eE]*' OR %s GLOB '*[[,-][eE]*'",
+                 tables[t][2], tables[t][1], tables[t][0], tables[t][1], tables[t][1]);
         snprintf(u, sizeof u, "UPDATE %s SET %s=?2 WHERE %s=?1", tables[t][0], tables[t][1], tables[t][2]);
         sqlite3_stmt *sel = NULL, *upd = NULL;
         rc = sqlite3_prepare_v2(db->h, q, -1, &sel, NULL);
@@ -300,18 +300,16 @@ static int mend_decimals(db_t *db, store_err *err)
         /* SQLite keeps the scan's place across an update of the row it is on (its key,
          * the rowid, stays); a row met twice is mended already and left alone. */
         while (rc == SQLITE_OK && sqlite3_step(sel) == SQLITE_ROW) {
-            size_t n = (size_t)sqlite3_column_bytes(sel, 1);
-            char *text = malloc(n + 1);
-            if (!text) abort();
-            memcpy(text, sqlite3_column_text(sel, 1), n + 1);
-            size_t m = dcm_json_mend_decimals(text, n);
-            if (m != n) {
+            size_t m = 0;
+            char *text = dcm_json_mend_decimals((const char *)sqlite3_column_text(sel, 1),
+                                                (size_t)sqlite3_column_bytes(sel, 1), &m);
+            if (text) {
                 sqlite3_bind_int64(upd, 1, sqlite3_column_int64(sel, 0));
                 sqlite3_bind_text(upd, 2, text, (int)m, SQLITE_TRANSIENT);
                 if (sqlite3_step(upd) != SQLITE_DONE) rc = sqlite3_errcode(db->h);
                 sqlite3_reset(upd);
+                free(text);
             }
-            free(text);
         }
         if (rc == SQLITE_OK && sqlite3_reset(sel) != SQLITE_OK) rc = sqlite3_errcode(db->h);
         if (rc != SQLITE_OK) store_seterr(err, STORE_EIO, "cannot mend the index's JSON numbers: %s", sqlite3_errmsg(db->h));

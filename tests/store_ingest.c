@@ -389,7 +389,8 @@ static void decimals_with_a_bare_dot_are_json_numbers(void)
      * (PatientWeight with includefield=all), and what an older dicomfs stored. */
     const char *p = test_make("CT_small.dcm", "dot.dcm",
                               "-m '(0008,0018)=1.2.3.4.70' -m '(0020,000D)=1.2.3.4.71' -m '(0018,0050)=5.' "
-                              "-i '(0010,1030)=70.' -i '(0010,1020)=-0001.E0' -i '(0008,1140)[0].(0018,0088)=3.'");
+                              "-i '(0010,1030)=70.' -i '(0010,1020)=-0001.E0' -i '(0008,1140)[0].(0018,0088)=3.' "
+                              "-i '(3004,000E)=0e-6' -i '(0028,0030)=-0E2\\00.e1'");
     store_t *s = test_archive("dot");
     store_ingest_result r = test_ingest(s, p, NULL);
     CHECK(r.status == STORE_OK && r.warning_reason == 0, "DS 5. is valid and stored cleanly: %d %s", r.status,
@@ -402,6 +403,9 @@ static void decimals_with_a_bare_dot_are_json_numbers(void)
           json ? strstr(json, "\"00180050\"") : "(none)");
     CHECK(json_number_at(json, "00101020", NULL) == -1, "PatientSize -0001.E0 is -1");
     CHECK(json_number_at(json, "00081140", "00180088") == 3, "3. inside a sequence is 3");
+    CHECK(json_number_at(json, "3004000E", NULL) == 0, "DoseGridScaling 0e-6 (DCMTK: e-6) is 0: %s",
+          json ? strstr(json, "\"3004000E\"") : "(none)");
+    CHECK(json_number_at(json, "00280030", NULL) == 0, "PixelSpacing -0E2 (DCMTK: -E2) is 0");
     free(json);
     store_param all = {"includefield", "all"};
     store_query q = {.level = STORE_LEVEL_STUDY, .params = &all, .n_params = 1};
@@ -420,6 +424,7 @@ static void decimals_with_a_bare_dot_are_json_numbers(void)
               sqlite3_exec(db,
                            "UPDATE metadata SET json=replace(replace(json, '\"DS\",\"Value\":[5]', '\"DS\",\"Value\":[5.]'),"
                            "  '\"DS\",\"Value\":[-1E0]', '\"DS\",\"Value\":[-1.E0]');"
+                           "UPDATE metadata SET json=replace(json, '\"DS\",\"Value\":[0e-6]', '\"DS\",\"Value\":[e-6]');"
                            "UPDATE instance SET attrs=replace(attrs, '\"DS\",\"Value\":[70]', '\"DS\",\"Value\":[70.]');"
                            "DELETE FROM meta WHERE key='json_decimals'",
                            NULL, NULL, NULL) == SQLITE_OK && sqlite3_changes(db) == 1,
@@ -429,7 +434,8 @@ static void decimals_with_a_bare_dot_are_json_numbers(void)
     CHECK(s != NULL, "the older archive opens");
     json = NULL;
     if (s) store_metadata(s, NULL, "1.2.3.4.71", NULL, NULL, &json, &len, etag, NULL);
-    CHECK(json_number_at(json, "00180050", NULL) == 5 && json_number_at(json, "00101020", NULL) == -1,
+    CHECK(json_number_at(json, "00180050", NULL) == 5 && json_number_at(json, "00101020", NULL) == -1 &&
+              json_number_at(json, "3004000E", NULL) == 0,
           "its metadata is mended: %s", json ? json : "(none)");
     free(json);
     fr = (store_find_result){0};
