@@ -705,8 +705,9 @@ static OFCondition write_json(DcmDataset *ds, const dcm_request *req, dcm_parsed
 
 extern "C" char *dcm_json_mend_decimals(const char *s, size_t n, size_t *len)
 {
-    /* DCMTK's compact writer puts a DS element's values, numbers or null, right after
-     * this; inside a string a quote would be escaped, so the text cannot occur there. */
+    /* DCMTK's compact writer puts a DS element's values (numbers, null, or strings for
+     * values that are no number) right after this; inside a string a quote would be
+     * escaped, so the text cannot occur there. */
     static const char mark[] = "\"vr\":\"DS\",\"Value\":[";
     const size_t m = sizeof mark - 1;
     const char *hit = (const char *)memmem(s, n, mark, m);
@@ -722,6 +723,16 @@ extern "C" char *dcm_json_mend_decimals(const char *s, size_t n, size_t *len)
         w += upto - r;
         r = upto;
         while (hit && r < n && s[r] != ']') { /* one value: up to , or ] */
+            if (s[r] == '"') { /* DCMTK writes a DS that is no number as a string: kept */
+                size_t end = r + 1;
+                while (end < n && s[end] != '"') end += s[end] == '\\' ? 2 : 1;
+                end = end < n ? end + 1 : n;
+                memcpy(out + w, s + r, end - r);
+                w += end - r;
+                r = end;
+                if (r < n && s[r] == ',') out[w++] = s[r++];
+                continue;
+            }
             if (s[r] == '-') out[w++] = s[r++];
             if (r < n && (s[r] == 'e' || s[r] == 'E' || s[r] == '.')) { /* "0e-6" was cut to e-6 */
                 out[w++] = '0';

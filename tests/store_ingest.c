@@ -7,6 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "dcm.h" /* store/: the adapter's JSON mend */
 #include "testlib.h"
 
 #define CT_STUDY "1.3.6.1.4.1.5962.1.2.1.20040119072730.12322"
@@ -382,8 +383,26 @@ static double json_number_at(const char *text, const char *tag, const char *inne
     return d;
 }
 
+static bool mends_to(const char *text, const char *want)
+{
+    size_t n = 0;
+    char *got = dcm_json_mend_decimals(text, strlen(text), &n);
+    bool ok = want ? got && n == strlen(want) && strcmp(got, want) == 0 : !got;
+    if (!ok) printf("  mend of %s gave %s\n", text, got ? got : "(nothing)");
+    free(got);
+    return ok;
+}
+
 static void decimals_with_a_bare_dot_are_json_numbers(void)
 {
+    CHECK(mends_to("{\"1\":{\"vr\":\"DS\",\"Value\":[5.,1.e5,-e2,null,0.5,\"x.,e\\\"]\",e2]}}",
+                   "{\"1\":{\"vr\":\"DS\",\"Value\":[5,1e5,-0e2,null,0.5,\"x.,e\\\"]\",0e2]}}"),
+          "the mend fixes numbers only, never a string");
+    CHECK(mends_to("{\"1\":{\"vr\":\"DS\",\"Value\":[5.5,-0.5]},\"2\":{\"vr\":\"FD\",\"Value\":[5.]}}", NULL),
+          "valid DS values and other VRs are left alone");
+    CHECK(mends_to("{\"1\":{\"vr\":\"DS\",\"Value\":[5.", "{\"1\":{\"vr\":\"DS\",\"Value\":[5"),
+          "a text cut short is mended as far as it goes");
+
     /* DS allows "5." and "1.e5"; DCMTK 3.6.7 writes them as the JSON numbers 5. and 1.e5,
      * which no JSON parser takes: the metadata, the QIDO answers that carry the value
      * (PatientWeight with includefield=all), and what an older dicomfs stored. */
