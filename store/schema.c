@@ -282,7 +282,12 @@ int schema_check(db_t *db, store_err *err)
  * rows to look at: digit, dot, then one of ] , e E; or [ , - then e E. */
 static int mend_decimals(db_t *db, store_err *err)
 {
-    static const char *const tables[][3] = {{"metadata", "json", "watermark"}, {"instance", "attrs", "watermark"}};
+    /* metadata.json is a blob (its length known without reading it), instance.attrs text;
+     * GLOB matches no blob, hence the casts. */
+    static const struct {
+        const char *table, *column;
+        bool blob;
+    } tables[] = {{"metadata", "json", true}, {"instance", "attrs", false}};
     sqlite3_stmt *st = NULL;
     int rc = sqlite3_prepare_v2(db->h, "SELECT 1 FROM meta WHERE key='json_decimals'", -1, &st, NULL);
     bool done = rc == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW;
@@ -291,9 +296,11 @@ static int mend_decimals(db_t *db, store_err *err)
     if (rc != SQLITE_OK || done) return rc;
     for (size_t t = 0; t < sizeof tables / sizeof tables[0] && rc == SQLITE_OK; t++) {
         char q[256], u[256];
-        snprintf(q, sizeof q, "SELECT %s, %s FROM %s WHERE %s GLOB '*[0-9].[],eE]*' OR %s GLOB '*[[,-][eE]*'",
-                 tables[t][2], tables[t][1], tables[t][0], tables[t][1], tables[t][1]);
-        snprintf(u, sizeof u, "UPDATE %s SET %s=?2 WHERE %s=?1", tables[t][0], tables[t][1], tables[t][2]);
+        const char *c = tables[t].column;
+        snprintf(q, sizeof q,
+                 "SELECT watermark, %s FROM %s WHERE CAST(%s AS TEXT) GLOB '*[0-9].[],eE]*'"
+                 " OR CAST(%s AS TEXT) GLOB '*[[,-][eE]*'", c, tables[t].table, c, c);
+        snprintf(u, sizeof u, "UPDATE %s SET %s=?2 WHERE watermark=?1", tables[t].table, c);
         sqlite3_stmt *sel = NULL, *upd = NULL;
         rc = sqlite3_prepare_v2(db->h, q, -1, &sel, NULL);
         if (rc == SQLITE_OK) rc = sqlite3_prepare_v2(db->h, u, -1, &upd, NULL);
@@ -305,7 +312,8 @@ static int mend_decimals(db_t *db, store_err *err)
                                                 (size_t)sqlite3_column_bytes(sel, 1), &m);
             if (text) {
                 sqlite3_bind_int64(upd, 1, sqlite3_column_int64(sel, 0));
-                sqlite3_bind_text(upd, 2, text, (int)m, SQLITE_TRANSIENT);
+                if (tables[t].blob) sqlite3_bind_blob(upd, 2, text, (int)m, SQLITE_TRANSIENT);
+                else sqlite3_bind_text(upd, 2, text, (int)m, SQLITE_TRANSIENT);
                 if (sqlite3_step(upd) != SQLITE_DONE) rc = sqlite3_errcode(db->h);
                 sqlite3_reset(upd);
                 free(text);

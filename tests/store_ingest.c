@@ -383,6 +383,13 @@ static double json_number_at(const char *text, const char *tag, const char *inne
     return d;
 }
 
+static int count_row(void *ctx, int n, char **values, char **names)
+{
+    (void)names;
+    *(int *)ctx = n > 0 && values[0] ? atoi(values[0]) : -1;
+    return 0;
+}
+
 static bool mends_to(const char *text, const char *want)
 {
     size_t n = 0;
@@ -444,6 +451,7 @@ static void decimals_with_a_bare_dot_are_json_numbers(void)
                            "UPDATE metadata SET json=replace(replace(json, '\"DS\",\"Value\":[5]', '\"DS\",\"Value\":[5.]'),"
                            "  '\"DS\",\"Value\":[-1E0]', '\"DS\",\"Value\":[-1.E0]');"
                            "UPDATE metadata SET json=replace(json, '\"DS\",\"Value\":[0e-6]', '\"DS\",\"Value\":[e-6]');"
+                           "UPDATE metadata SET json=CAST(json AS BLOB);" /* as the store writes it */
                            "UPDATE instance SET attrs=replace(attrs, '\"DS\",\"Value\":[70]', '\"DS\",\"Value\":[70.]');"
                            "DELETE FROM meta WHERE key='json_decimals'",
                            NULL, NULL, NULL) == SQLITE_OK && sqlite3_changes(db) == 1,
@@ -451,6 +459,13 @@ static void decimals_with_a_bare_dot_are_json_numbers(void)
     sqlite3_close(db);
     s = store_open(test_path("dot"), 0, NULL);
     CHECK(s != NULL, "the older archive opens");
+    int text_rows = -1;
+    CHECK(sqlite3_open(db_path, &db) == SQLITE_OK &&
+              sqlite3_exec(db, "SELECT count(*) FROM metadata WHERE typeof(json) != 'blob'", count_row, &text_rows,
+                           NULL) == SQLITE_OK &&
+              text_rows == 0,
+          "the mended metadata is a blob still (%d rows are not)", text_rows);
+    sqlite3_close(db);
     json = NULL;
     if (s) store_metadata(s, NULL, "1.2.3.4.71", NULL, NULL, &json, &len, etag, NULL);
     CHECK(json_number_at(json, "00180050", NULL) == 5 && json_number_at(json, "00101020", NULL) == -1 &&
