@@ -4,6 +4,7 @@
 #ifndef DICOMFS_CLI_H
 #define DICOMFS_CLI_H
 
+#include <signal.h>
 #include <stdbool.h>
 
 #include "store.h"
@@ -26,5 +27,8 @@ store_t *cli_open(const char *cmd, const char *archive, bool create);
 bool cli_wants_help(int argc, char **argv);
 /* DICOMFS_STRICT set (and not "0"): answer as the reference service does (serve, find). */
 bool cli_strict_env(void);
+/* Waits until one of STOP's signals (blocked in every thread) arrives and returns it;
+ * meanwhile gives malloc's free memory back to the kernel now and then (idle.c). */
+int cli_idle_until_signal(const sigset_t *stop);
 
 #endif

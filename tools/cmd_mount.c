@@ -140,8 +140,7 @@ int cmd_mount(int argc, char **argv)
     printf("dicomfs: %s mounted at %s%s\n", store_dir(s), mountpoint, fo.allow_delete ? " (deleting allowed)" : "");
     fflush(stdout);
     report_ready(ready, 0);
-    int sig = 0;
-    sigwait(&stop, &sig);
+    cli_idle_until_signal(&stop);
     fs_mount_stop(m);
     store_close(s);
     return 0;

@@ -294,8 +294,7 @@ int cmd_serve(int argc, char **argv)
     printf("dicomfs: serving %s at %s://%s:%u%s%s\n", store_dir(s), tls_cert ? "https" : "http", host, web_server_port(srv),
            mnt ? " and mounted at " : "", mnt ? mountpoint : "");
     fflush(stdout);
-    int sig = 0;
-    sigwait(&stop, &sig);
+    int sig = cli_idle_until_signal(&stop);
     fprintf(stderr, "dicomfs serve: stopping (%s)\n", sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : "unmounted");
     fs_mount_stop(mnt);
     web_server_stop(srv);

@@ -17,7 +17,8 @@ the run stored (HTTP or mount) and did not delete that is not retrievable byte-i
 a deleted one that is; fsck not clean; the server or mount crashing or not stopping cleanly;
 the server's descriptors (not counting the index's, index.db*, which the store pools, at most
 16 connections) or threads not back to their idle number once the clients are gone; its RSS
-at the end more than 2x + 128 MiB its RSS after the warm-up (the first quarter).
+at the end more than 2x + 128 MiB its RSS after the warm-up (the first quarter); the server's
+or the mount's RSS not back to the warm-up's (+ 32 MiB) within 30 s of idling.
 Never timings. Writes SCRATCH/load-report.json and prints the table.
 
 Environment: DICOMFS, LOADGEN (the loadgen binary), SCRATCH, LOAD_TIME, LOAD_CLIENTS (50),
@@ -44,6 +45,7 @@ CLIENTS = int(os.environ.get("LOAD_CLIENTS", "50"))
 SEED = int(os.environ.get("LOAD_SEED", str(int(time.time()))))
 LOADGEN = os.environ.get("LOADGEN") or os.path.join(os.path.dirname(tu.DICOMFS), "tests", "loadgen")
 MOUNT_STUDY0 = 90000000  # the mount copier's studies (loadgen's count up from 1)
+IDLE_SLACK_KIB = 32 * 1024  # idle RSS may exceed the warm-up's by this (caches of a grown index)
 
 
 def proc_sample(pid):
@@ -346,6 +348,22 @@ def run(c, scratch, srv, mount, mnt, templates, report):
     c.ok(sv["rss_kib"]["end"] <= 2 * sv["rss_kib"]["warm"] + 128 * 1024,
          "server RSS at the end within 2x + 128 MiB of its RSS after the warm-up",
          f"{sv['rss_kib']}")
+    # Idle, serve's and mount's main threads hand malloc's free memory back every 10 s
+    # (tools/idle.c): RSS falls back to the warm-up's level, or below, within 30 s.
+    idle_rss = {}
+    for name, pid in (("server", srv.pid), ("mount", mount.pid)):
+        target = res[name]["rss_kib"]["warm"] + IDLE_SLACK_KIB
+        end = time.monotonic() + 30
+        while True:
+            now = proc_sample(pid)
+            idle_rss[name] = now[0] if now else None
+            if not now or now[0] <= target or time.monotonic() > end:
+                break
+            time.sleep(0.5)
+        c.ok(idle_rss[name] is not None and idle_rss[name] <= target,
+             f"{name}: RSS back to the warm-up's level (+{IDLE_SLACK_KIB // 1024} MiB) once idle",
+             f"{idle_rss[name]} KiB idle, {res[name]['rss_kib']}")
+    report["idle_rss_kib"] = idle_rss
     print_table(report, wall)
 
 
@@ -362,7 +380,8 @@ def print_table(report, wall):
     for name, res in report["resources"].items():
         if res:
             print(f"#    {name}: " + "; ".join(f"{k} start {v['start']} warm {v['warm']} peak {v['peak']} end {v['end']}"
-                                            for k, v in res.items()))
+                                            for k, v in res.items())
+                  + f"; rss_kib idle {report.get('idle_rss_kib', {}).get(name)}")
 
 
 if __name__ == "__main__":
