@@ -70,8 +70,9 @@ load: test-deps build
 # libFuzzer targets (tests/fuzz/README.md), built with clang-14 in $(FUZZ_BUILD). `make fuzz`
 # runs each FUZZ_TIME seconds in turn (FUZZ_TARGETS: some of them), keeping new inputs in
 # $(FUZZ_BUILD)/fuzz-work/; `make fuzz-ci` (part of `make test`) replays the regressions and
-# runs a fixed number of inputs per target (seed 1, ~25 s each here; FUZZ_CI_TIME x 3 bounds a
-# slow machine) from the stored corpus, two at a time: nearly the same inputs every run.
+# runs a fixed number of inputs per target (seed 1, 10-25 s each on a quiet 2-core machine;
+# FUZZ_CI_TIME x 3 bounds a slow one) from the stored corpus, two at a time: nearly the same
+# inputs every run.
 FUZZ_BUILD   ?= $(BUILD)-fuzz
 FUZZ_TIME    ?= 600
 FUZZ_CI_TIME ?= 25

@@ -18,14 +18,14 @@ targets=(multipart mediatype params jwt qido ingest xqt fspath)
 # cleanly). libFuzzer's malloc limit (the RSS limit, 2 GB, by default) would call that an
 # out-of-memory; the RSS limit still catches memory really used.
 limits=(-rss_limit_mb=2048 -malloc_limit_mb=8192)
-# CI runs a fixed number of inputs per target (about 25 s each here), from a fixed seed. The
+# CI runs a fixed number of inputs per target (10-25 s each on a quiet 2-core machine), from a fixed seed. The
 # targets are not quite deterministic (timestamps, the store's commit thread), so coverage,
 # and with it the mutations, drift a little between runs: a red CI can be a new finding.
 # It is a real bug all the same: fix it and keep the input as a regression.
 ci_runs() {
   case $1 in
-    multipart) echo 300000 ;; mediatype) echo 600000 ;; params) echo 8000 ;; jwt) echo 15000 ;;
-    qido) echo 4000 ;; ingest) echo 6000 ;; xqt) echo 40000 ;; fspath) echo 50000 ;; *) echo 10000 ;;
+    multipart) echo 900000 ;; mediatype) echo 1800000 ;; params) echo 16000 ;; jwt) echo 45000 ;;
+    qido) echo 12000 ;; ingest) echo 18000 ;; xqt) echo 120000 ;; fspath) echo 150000 ;; *) echo 30000 ;;
   esac
 }
 mode=${1:?mode}
