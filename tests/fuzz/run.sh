@@ -18,9 +18,10 @@ targets=(multipart mediatype params jwt qido ingest xqt fspath)
 # cleanly). libFuzzer's malloc limit (the RSS limit, 2 GB, by default) would call that an
 # out-of-memory; the RSS limit still catches memory really used.
 limits=(-rss_limit_mb=2048 -malloc_limit_mb=8192)
-# CI runs a fixed number of inputs per target (10-25 s each on a quiet 2-core machine), from a fixed seed. The
-# targets are not quite deterministic (timestamps, the store's commit thread), so coverage,
-# and with it the mutations, drift a little between runs: a red CI can be a new finding.
+# CI runs a fixed number of inputs per target (10-25 s each on a quiet 2-core machine), from
+# a fixed seed. The targets are not quite deterministic (timestamps, the store's commit
+# thread), so coverage, and with it the mutations, drift a little between runs: a red CI can
+# be a new finding.
 # It is a real bug all the same: fix it and keep the input as a regression.
 ci_runs() {
   case $1 in

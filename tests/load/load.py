@@ -70,6 +70,17 @@ def proc_sample(pid):
         return None
 
 
+def sample_until(pid, done, seconds):
+    """proc_sample(pid) every 0.5 s until done(sample) or SECONDS pass: the last sample (None
+    once the process is gone)."""
+    end = time.monotonic() + seconds
+    while True:
+        now = proc_sample(pid)
+        if not now or done(now) or time.monotonic() > end:
+            return now
+        time.sleep(0.5)
+
+
 class Sampler(threading.Thread):
     def __init__(self, pids):
         super().__init__(daemon=True)
@@ -320,12 +331,7 @@ def run(c, scratch, srv, mount, mnt, templates, report):
     report["mount_failures"] = {"expected": expected, "unexpected": [list(map(str, x)) for x in unexpected[:20]]}
 
     # resources once the clients are gone
-    end = time.monotonic() + 20
-    while time.monotonic() < end:
-        now = proc_sample(srv.pid)
-        if now and now[1] <= idle[1] and now[2] <= idle[2]:
-            break
-        time.sleep(0.5)
+    now = sample_until(srv.pid, lambda n: n[1] <= idle[1] and n[2] <= idle[2], 20)
     sampler.stop.set()
     sampler.join(5)
     sampler.sample()
@@ -353,13 +359,8 @@ def run(c, scratch, srv, mount, mnt, templates, report):
     idle_rss = {}
     for name, pid in (("server", srv.pid), ("mount", mount.pid)):
         target = res[name]["rss_kib"]["warm"] + IDLE_SLACK_KIB
-        end = time.monotonic() + 30
-        while True:
-            now = proc_sample(pid)
-            idle_rss[name] = now[0] if now else None
-            if not now or now[0] <= target or time.monotonic() > end:
-                break
-            time.sleep(0.5)
+        rss = sample_until(pid, lambda n: n[0] <= target, 30)
+        idle_rss[name] = rss[0] if rss else None
         c.ok(idle_rss[name] is not None and idle_rss[name] <= target,
              f"{name}: RSS back to the warm-up's level (+{IDLE_SLACK_KIB // 1024} MiB) once idle",
              f"{idle_rss[name]} KiB idle, {res[name]['rss_kib']}")
